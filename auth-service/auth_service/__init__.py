@@ -1,0 +1,26 @@
+"""auth-service: tenants, users, roles, JWT issue/refresh/revoke and the JWKS."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+from auth_service import sessions, users
+from auth_service.accounts import Accounts
+from services.bootstrap import Dependencies, bootstrap
+from services.config import Config
+from services.web import create_base_app
+
+
+def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+    deps = deps or bootstrap(config)
+    app = create_base_app("auth-service", deps, readiness={"metadata": deps.metadata.ping})
+    app.extensions["accounts"] = Accounts(deps.metadata, deps.signing_key, deps.config)
+    app.register_blueprint(sessions.bp)
+    app.register_blueprint(users.bp)
+    limiter = Limiter(get_remote_address, app=app, storage_uri=deps.config.rate_limit_storage_url,
+                      headers_enabled=True, key_prefix="reelhouse-auth")
+    limiter.limit(deps.config.login_rate_limit)(sessions.login)
+    limiter.limit(deps.config.register_rate_limit)(sessions.register)
+    return app

@@ -1,0 +1,33 @@
+"""gateway: in embedded mode, one WSGI app with every service mounted by path, plus docs and the web app."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+import auth_service
+import notify_service
+import stream_service
+import upload_service
+from gateway import docs, frontend
+from gateway.routing import ROUTES, PrefixDispatcher
+from services.bootstrap import Dependencies, bootstrap
+from services.config import Config
+from services.web import create_base_app
+
+
+def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+    deps = deps or bootstrap(config)
+    services = {
+        "auth": auth_service.create_app(deps=deps),
+        "upload": upload_service.create_app(deps=deps),
+        "stream": stream_service.create_app(deps=deps),
+        "notify": notify_service.create_app(deps=deps),
+    }
+    readiness = {"metadata": deps.metadata.ping, "objects": deps.objects.ping, "jobs": deps.jobs.ping,
+                 "events": deps.events.ping}
+    app = create_base_app("gateway", deps, readiness=readiness)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(frontend.bp)
+    app.extensions["reelhouse.services"] = services
+    app.wsgi_app = PrefixDispatcher(app.wsgi_app, {prefix: services[name] for prefix, name in ROUTES})
+    return app

@@ -1,0 +1,61 @@
+"""Runs the embedded gateway under gunicorn (one worker process, threads), logging JSON lines."""
+
+from __future__ import annotations
+
+import sys
+
+from gunicorn.app.base import BaseApplication
+
+from services.config import Config
+from services.logs import configure_logging
+
+LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "services.logs.JsonFormatter"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": [], "level": "INFO"},  # configure_logging() installs the root handler
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+        "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+    },
+}
+
+
+class EmbeddedServer(BaseApplication):
+    def __init__(self, config: Config, threads: int = 32):
+        self.config = config
+        self.options = {
+            "bind": f"{config.host}:{config.port}",
+            "workers": 1,  # one process: the embedded queue, event bus and Socket.IO rooms live in it
+            "worker_class": "gthread",
+            "threads": threads,
+            "timeout": 120,
+            "graceful_timeout": 30,
+            "keepalive": 5,
+            "accesslog": None,  # services.web writes the access log, with request ids
+            "control_socket_disable": True,  # a shared ~/.gunicorn socket would clash between instances
+            "logconfig_dict": LOG_CONFIG,
+            "when_ready": self._announce,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from gateway import create_app
+
+        configure_logging(self.config.log_level)
+        return create_app(self.config)
+
+    def _announce(self, _server) -> None:
+        host = "localhost" if self.config.host in ("0.0.0.0", "::", "127.0.0.1") else self.config.host
+        print(f"Reelhouse is running at http://{host}:{self.config.port}/  "
+              f"(API docs: http://{host}:{self.config.port}/api/docs; data in {self.config.data_dir})",
+              file=sys.stderr, flush=True)
+
+
+def serve(config: Config) -> None:
+    EmbeddedServer(config).run()

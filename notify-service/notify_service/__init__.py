@@ -1,0 +1,18 @@
+"""notify-service: Socket.IO fan-out of video events to tenants, users and videos."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from services.bootstrap import Dependencies, bootstrap
+from services.config import Config
+from services.web import create_base_app
+
+
+def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+    deps = deps or bootstrap(config)
+    return create_base_app("notify-service", deps, readiness=readiness_checks(deps))
+
+
+def readiness_checks(deps: Dependencies) -> dict:
+    return {"metadata": deps.metadata.ping, "events": deps.events.ping}

@@ -1,0 +1,1 @@
+"""Reelhouse shared library: config, ports, adapters, tokens and web helpers every service is built from."""

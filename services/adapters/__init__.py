@@ -1,0 +1,1 @@
+"""Adapters implementing services.ports; only services.bootstrap chooses among them."""

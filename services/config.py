@@ -1,0 +1,139 @@
+"""Configuration read from the environment, in one place (DESIGN §1)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = ""
+    storage_url: str = ""
+    broker_url: str = "memory://"
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    jwt_private_key: str | None = None
+    jwt_issuer: str = "reelhouse"
+    jwt_audience: str = "reelhouse"
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 24 * 3600
+    auth_url: str | None = None
+    rate_limit_storage_url: str = "memory://"
+    login_rate_limit: str = "15 per 5 minutes"
+    register_rate_limit: str = "20 per hour"
+    cors_origins: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    frontend_dir: Path | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def jwks_url(self) -> str | None:
+        """Where services fetch the auth service's public keys (distributed mode only)."""
+        if not self.auth_url:
+            return None
+        return self.auth_url.rstrip("/") + "/api/auth/.well-known/jwks.json"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return sqlite_path(self.database_url)
+
+    @property
+    def storage_path(self) -> Path:
+        return file_path(self.storage_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Config:
+        env = dict(os.environ if env is None else env)
+        data_dir = Path(env.get("REELHOUSE_DATA_DIR") or "./data").expanduser().absolute()
+        values = dict(
+            data_dir=data_dir,
+            host=env.get("REELHOUSE_HOST", "127.0.0.1"),
+            port=_int(env, "REELHOUSE_PORT", 8080, 1, 65535),
+            database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'reelhouse.db'}",
+            storage_url=env.get("STORAGE_URL") or (data_dir / "objects").as_uri(),
+            broker_url=env.get("BROKER_URL") or "memory://",
+            s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            jwt_private_key=env.get("JWT_PRIVATE_KEY") or None,
+            jwt_issuer=env.get("JWT_ISSUER", "reelhouse"),
+            jwt_audience=env.get("JWT_AUDIENCE", "reelhouse"),
+            access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 900, 30, 24 * 3600),
+            refresh_token_ttl=_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, 60, 365 * 24 * 3600),
+            auth_url=env.get("AUTH_URL") or None,
+            rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
+            login_rate_limit=env.get("AUTH_LOGIN_RATE_LIMIT") or "15 per 5 minutes",
+            register_rate_limit=env.get("AUTH_REGISTER_RATE_LIMIT") or "20 per hour",
+            cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
+            log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+            frontend_dir=Path(env["FRONTEND_DIR"]) if env.get("FRONTEND_DIR") else None,
+        )
+        values.update(overrides)
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        _check_url("DATABASE_URL", self.database_url, {"sqlite", "mongodb", "mongodb+srv"})
+        if self.database_url.startswith("sqlite"):
+            sqlite_path(self.database_url)
+        _check_url("STORAGE_URL", self.storage_url, {"file", "s3"})
+        if self.storage_url.startswith("s3:") and not urlsplit(self.storage_url).netloc:
+            raise ConfigError(f"STORAGE_URL: {self.storage_url!r} names no bucket (expected s3://bucket)")
+        if self.storage_url.startswith("file:"):
+            file_path(self.storage_url)
+        _check_url("BROKER_URL", self.broker_url, {"memory", "amqp", "amqps"})
+        if self.s3_endpoint_url:
+            _check_url("S3_ENDPOINT_URL", self.s3_endpoint_url, {"http", "https"})
+        if self.auth_url:
+            _check_url("AUTH_URL", self.auth_url, {"http", "https"})
+        _check_url("RATE_LIMIT_STORAGE_URL", self.rate_limit_storage_url,
+                   {"memory", "redis", "rediss", "redis+cluster", "memcached", "mongodb"})
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not a log level")
+
+
+def sqlite_path(url: str) -> Path:
+    """`sqlite:///rel/path.db` or `sqlite:////abs/path.db` (SQLAlchemy's convention)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(f"DATABASE_URL: {url!r} is not sqlite:///path/to/file.db")
+    return Path(url[len(prefix):])
+
+
+def file_path(url: str) -> Path:
+    parts = urlsplit(url)
+    if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
+        raise ConfigError(f"STORAGE_URL: {url!r} is not file:///path/to/dir")
+    return Path(parts.path)
+
+
+def _check_url(name: str, value: str, schemes: set[str]) -> None:
+    scheme = urlsplit(value).scheme if "://" in value or value.startswith("file:") else ""
+    if scheme not in schemes:
+        raise ConfigError(f"{name}: {value!r} must start with one of {', '.join(sorted(s + '://' for s in schemes))}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value

@@ -1,0 +1,74 @@
+"""The auth service's signing key: from JWT_PRIVATE_KEY, or generated once into the data dir (mode 0600)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
+from services.config import Config, ConfigError
+
+KEY_FILE = Path("keys") / "jwt-ed25519.pem"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: Any
+    algorithm: str  # "EdDSA" or "RS256"
+    kid: str
+    public_jwk: dict[str, Any]
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [self.public_jwk]}
+
+
+def _thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint: a kid that changes exactly when the key does."""
+    required = {"OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}[jwk["kty"]]
+    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def signing_key_from_pem(pem: bytes) -> SigningKey:
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"JWT_PRIVATE_KEY: not an unencrypted PEM private key ({error})") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        algorithm, jwk = "EdDSA", OKPAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    elif isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < 2048:
+            raise ConfigError("JWT_PRIVATE_KEY: RSA keys must have at least 2048 bits")
+        algorithm, jwk = "RS256", RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    else:
+        raise ConfigError("JWT_PRIVATE_KEY: only Ed25519 and RSA keys are supported")
+    kid = _thumbprint(jwk)
+    return SigningKey(key, algorithm, kid, {**jwk, "kid": kid, "alg": algorithm, "use": "sig"})
+
+
+def load_signing_key(config: Config) -> SigningKey:
+    if config.jwt_private_key:
+        return signing_key_from_pem(config.jwt_private_key.replace("\\n", "\n").encode())
+    path = config.data_dir / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        try:
+            # O_EXCL: when two processes start together, one writes and both read the same key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+    return signing_key_from_pem(path.read_bytes())

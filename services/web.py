@@ -1,0 +1,170 @@
+"""What every Flask app of Reelhouse shares: request ids, access log, metrics, errors, /healthz /readyz /metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from services.errors import ApiError, register_error_handlers
+from services.logs import request_id_var
+
+access_log = logging.getLogger("reelhouse.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+Check = Callable[[], None]
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.requests = Counter("reelhouse_http_requests_total", "HTTP requests answered",
+                                ["service", "method", "route", "status"], registry=registry)
+        self.latency = Histogram("reelhouse_http_request_duration_seconds", "Time to answer an HTTP request",
+                                 ["service", "route"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+
+_metrics_lock = threading.Lock()
+_metrics: dict[int, HttpMetrics] = {}
+
+
+def http_metrics(registry: CollectorRegistry) -> HttpMetrics:
+    """One metric set per registry: several apps in one process share it, told apart by `service`."""
+    with _metrics_lock:
+        if id(registry) not in _metrics:
+            _metrics[id(registry)] = HttpMetrics(registry)
+        return _metrics[id(registry)]
+
+
+def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None = None) -> Flask:
+    app = Flask(name)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.extensions["reelhouse"] = deps
+    app.extensions["reelhouse.readiness"] = dict(readiness or {})
+    metrics = http_metrics(deps.registry)
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        g.request_id_token = request_id_var.set(g.request_id)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        request_id = g.get("request_id")
+        if request_id:
+            response.headers["X-Request-ID"] = request_id
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        metrics.requests.labels(name, request.method, route, str(response.status_code)).inc()
+        metrics.latency.labels(name, route).observe(elapsed)
+        principal = g.get("principal")
+        access_log.info(
+            "%s %s %s", request.method, request.path, response.status_code,
+            extra={"service": name, "method": request.method, "path": request.path,
+                   "status": response.status_code, "duration_ms": round(elapsed * 1000, 2),
+                   "tenant_id": getattr(principal, "tenant_id", None), "remote_addr": request.remote_addr},
+        )
+        return response
+
+    @app.teardown_request
+    def _reset(_exc: BaseException | None) -> None:
+        token = g.pop("request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    register_error_handlers(app)
+    add_ops_routes(app)
+    return app
+
+
+def run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:
+    results, ok = {}, True
+    for check_name, check in checks.items():
+        try:
+            check()
+            results[check_name] = "ok"
+        except Exception as error:  # a failing dependency is reported, not raised
+            ok = False
+            results[check_name] = f"{type(error).__name__}: {error}"[:300]
+    return ok, results
+
+
+def add_ops_routes(app: Flask) -> None:
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", service=app.name)
+
+    @app.get("/readyz")
+    def readyz():
+        ok, results = run_checks(current_app.extensions["reelhouse.readiness"])
+        if ok:
+            return jsonify(status="ok", checks=results)
+        body = {"error": {"code": "not_ready", "message": "a dependency is unreachable"}, "checks": results}
+        return jsonify(body), 503
+
+    @app.get("/metrics")
+    def metrics():
+        return Response(generate_latest(current_app.extensions["reelhouse"].registry),
+                        mimetype=CONTENT_TYPE_LATEST.split(";")[0])
+
+
+def json_body() -> dict[str, Any]:
+    """The request body as a JSON object, whatever Content-Type the client sent (curl -d sends a form type)."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def fields(body: Mapping[str, Any], required: Mapping[str, type], optional: Mapping[str, type] | None = None
+           ) -> dict[str, Any]:
+    """Pick typed fields out of a body; 422 naming every missing or mistyped one."""
+    problems: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for name, kind in required.items():
+        if body.get(name) is None:
+            problems[name] = "is required"
+    for name, kind in {**required, **(optional or {})}.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            problems[name] = f"must be a {_TYPE_NAMES.get(kind, kind.__name__)}"
+        else:
+            out[name] = value
+    if problems:
+        message = "; ".join(f"{name} {problem}" for name, problem in problems.items())
+        raise ApiError(422, "validation_error", message, fields=problems)
+    return out
+
+
+_TYPE_NAMES = {str: "string", int: "whole number", bool: "boolean", dict: "object", list: "list"}
+
+
+def page_args(max_per_page: int = 100) -> tuple[int, int]:
+    def number(name: str, default: int) -> int:
+        raw = request.args.get(name)
+        if raw in (None, ""):
+            return default
+        if not raw.isdigit() or int(raw) < 1:
+            raise ApiError(422, "validation_error", f"{name} must be a whole number ≥ 1")
+        return int(raw)
+
+    return number("page", 1), min(number("per_page", 20), max_per_page)
