@@ -44,8 +44,11 @@ def http_metrics(registry: CollectorRegistry) -> HttpMetrics:
         return _metrics[id(registry)]
 
 
-def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None = None) -> Flask:
-    app = Flask(name)
+def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None = None,
+                    import_name: str = __name__) -> Flask:
+    """`name` is the service's name in logs, metrics and /healthz; `import_name` locates its package."""
+    app = Flask(import_name)
+    app.config["SERVICE_NAME"] = name
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.extensions["reelhouse"] = deps
@@ -103,7 +106,7 @@ def run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:
 def add_ops_routes(app: Flask) -> None:
     @app.get("/healthz")
     def healthz():
-        return jsonify(status="ok", service=app.name)
+        return jsonify(status="ok", service=app.config["SERVICE_NAME"])
 
     @app.get("/readyz")
     def readyz():
@@ -138,7 +141,7 @@ def fields(body: Mapping[str, Any], required: Mapping[str, type], optional: Mapp
     """Pick typed fields out of a body; 422 naming every missing or mistyped one."""
     problems: dict[str, str] = {}
     out: dict[str, Any] = {}
-    for name, kind in required.items():
+    for name in required:
         if body.get(name) is None:
             problems[name] = "is required"
     for name, kind in {**required, **(optional or {})}.items():

@@ -15,12 +15,14 @@ from services.web import create_base_app
 
 def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
     deps = deps or bootstrap(config)
-    app = create_base_app("auth-service", deps, readiness={"metadata": deps.metadata.ping})
+    app = create_base_app("auth-service", deps, readiness={"metadata": deps.metadata.ping}, import_name=__name__)
     app.extensions["accounts"] = Accounts(deps.metadata, deps.signing_key, deps.config)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(users.bp)
     limiter = Limiter(get_remote_address, app=app, storage_uri=deps.config.rate_limit_storage_url,
                       headers_enabled=True, key_prefix="reelhouse-auth")
-    limiter.limit(deps.config.login_rate_limit)(sessions.login)
-    limiter.limit(deps.config.register_rate_limit)(sessions.register)
+    for endpoint, limit in (("sessions.login", deps.config.login_rate_limit),
+                            ("sessions.register", deps.config.register_rate_limit)):
+        # Wrapped per app (not at import) so the limit comes from this app's config.
+        app.view_functions[endpoint] = limiter.limit(limit)(app.view_functions[endpoint])
     return app

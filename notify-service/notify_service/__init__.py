@@ -11,7 +11,7 @@ from services.web import create_base_app
 
 def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
     deps = deps or bootstrap(config)
-    return create_base_app("notify-service", deps, readiness=readiness_checks(deps))
+    return create_base_app("notify-service", deps, readiness=readiness_checks(deps), import_name=__name__)
 
 
 def readiness_checks(deps: Dependencies) -> dict:

@@ -127,7 +127,10 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except (IsADirectoryError, NotADirectoryError):
+            return  # a prefix, or a name below an object: no such object, nothing to delete
         parent = path.parent
         while parent != self.root:
             try:
@@ -139,19 +142,23 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         prefix = validate_prefix(prefix)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
-        if not base.is_dir():
+        # Like _path: nothing reached through a symlink leading out of the root is an object.
+        if not base.is_dir() or not base.resolve().is_relative_to(self.root):
             return
+        found = []
         for dirpath, dirnames, filenames in os.walk(base):
             if Path(dirpath) == self.root:
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            dirnames.sort()
-            for name in sorted(filenames):
-                key = Path(dirpath, name).relative_to(self.root).as_posix()
-                if key.startswith(prefix):
+            for name in filenames:
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix) and path.resolve().is_relative_to(self.root):
                     try:
-                        yield self._info(key, Path(dirpath, name).stat())
+                        found.append(self._info(key, path.stat()))
                     except FileNotFoundError:
                         continue
+        # Sorted by whole key ("a/b/c" < "a/b_x" < "a/z"), as S3 lists; a directory walk alone is not.
+        yield from sorted(found, key=lambda info: info.key)
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)

@@ -106,7 +106,9 @@ class MongoRepository(Repository):
             doc = self.coll.find_one_and_update(query, {"$set": to_set, "$inc": {"version": 1}},
                                                 return_document=ReturnDocument.AFTER)
         except DuplicateKeyError:
-            raise self._duplicate(changes, exclude_id=record_id) from None
+            # A unique key can span fields the change does not touch (users: tenant_id, email).
+            current = self.coll.find_one({"_id": record_id}) or {}
+            raise self._duplicate({**current, **changes}, exclude_id=record_id) from None
         if doc is None:
             current = self.get(record_id, tenant_id=tenant_id)
             if current is None:

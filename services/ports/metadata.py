@@ -67,8 +67,8 @@ class Page:
 
 
 Where = Mapping[str, Any]
-"""Field filters: `{"f": v}` equality (None matches a missing/null field) or `{"f": {"$lt"|"$lte"|"$gt"|"$gte"|"$ne": v}}`
-or `{"f": {"$in": [...]}}`."""
+"""Field filters: `{"f": v}` equality (None matches a missing/null field),
+`{"f": {"$lt"|"$lte"|"$gt"|"$gte"|"$ne": v}}` or `{"f": {"$in": [...]}}`."""
 
 OPERATORS = ("$lt", "$lte", "$gt", "$gte", "$ne", "$in")
 

@@ -115,7 +115,8 @@ def _paths() -> dict[str, dict]:
         "/api/auth/logout": {"post": _op(
             "Revoke a refresh token and every token rotated from it", "auth",
             {"204": {"description": "Logged out"}, **BAD_BODY}, secure=False,
-            body={"type": "object", "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}})},
+            body={"type": "object", "required": ["refresh_token"],
+                  "properties": {"refresh_token": {"type": "string"}}})},
         "/api/auth/me": {"get": _op(
             "The caller and their organisation", "auth",
             {"200": _json({"type": "object", "required": ["user", "tenant"],

@@ -24,7 +24,7 @@ def main() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (REELHOUSE_PORT, default 8080).")
 def up(host: str | None, port: int | None) -> None:
     """Run everything in one process: gateway, every service, workers and Socket.IO."""
-    from gateway.server import serve
+    from reelhouse_gateway.server import serve
 
     config = _config(host=host, port=port)
     config.data_dir.mkdir(parents=True, exist_ok=True)

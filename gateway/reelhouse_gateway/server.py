@@ -45,7 +45,7 @@ class EmbeddedServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from gateway import create_app
+        from reelhouse_gateway import create_app
 
         configure_logging(self.config.log_level)
         return create_app(self.config)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask
-
 import auth_service
 import notify_service
 import stream_service
 import upload_service
-from gateway import docs, frontend
-from gateway.routing import ROUTES, PrefixDispatcher
+from flask import Flask
+
+from reelhouse_gateway import docs, frontend
+from reelhouse_gateway.routing import ROUTES, PrefixDispatcher
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
 from services.web import create_base_app
@@ -25,7 +25,7 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None) -
     }
     readiness = {"metadata": deps.metadata.ping, "objects": deps.objects.ping, "jobs": deps.jobs.ping,
                  "events": deps.events.ping}
-    app = create_base_app("gateway", deps, readiness=readiness)
+    app = create_base_app("gateway", deps, readiness=readiness, import_name=__name__)
     app.register_blueprint(docs.bp)
     app.register_blueprint(frontend.bp)
     app.extensions["reelhouse.services"] = services

@@ -7,7 +7,7 @@ from pathlib import Path
 import swagger_ui
 from flask import Blueprint, jsonify, send_from_directory
 
-from gateway.openapi import spec
+from reelhouse_gateway.openapi import spec
 
 bp = Blueprint("docs", __name__)
 

@@ -1,0 +1,3 @@
+from reelhouse_gateway.cli import main
+
+main()
