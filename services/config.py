@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 class ConfigError(ValueError):
@@ -117,7 +117,7 @@ def file_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.scheme != "file" or parts.netloc not in ("", "localhost") or not parts.path:
         raise ConfigError(f"STORAGE_URL: {url!r} is not file:///path/to/dir")
-    return Path(parts.path)
+    return Path(unquote(parts.path))  # file: URLs are percent-encoded (Path.as_uri() writes "%20" for " ")
 
 
 def _check_url(name: str, value: str, schemes: set[str]) -> None:

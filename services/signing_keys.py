@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,19 @@ def load_signing_key(config: Config) -> SigningKey:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        # Written whole to a private temp file, then linked into place: when two processes start together,
+        # one link wins and neither can ever read a half-written key.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
         try:
-            # O_EXCL: when two processes start together, one writes and both read the same key.
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
     return signing_key_from_pem(path.read_bytes())

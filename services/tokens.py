@@ -61,6 +61,7 @@ class JwksKeySource(KeySource):
         self._lock = threading.Lock()
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self.fetches = 0
 
     def _refresh(self) -> None:
@@ -69,7 +70,7 @@ class JwksKeySource(KeySource):
         for entry in document.get("keys", []):
             try:
                 keys[entry["kid"]] = jwt.PyJWK(entry)
-            except (KeyError, jwt.PyJWKError):
+            except (KeyError, jwt.PyJWTError):  # PyJWK raises InvalidKeyError (not a PyJWKError) too
                 continue  # a key we cannot use is skipped, not fatal
         self._keys, self._fetched_at = keys, self._clock()
         self.fetches += 1
@@ -78,13 +79,17 @@ class JwksKeySource(KeySource):
         with self._lock:
             now = self._clock()
             stale = self._fetched_at is None or now - self._fetched_at > self.ttl
-            unknown = kid not in self._keys and (self._fetched_at is None or now - self._fetched_at > self.min_interval)
-            if stale or unknown:
+            # Failed attempts count too: while the auth service is down, callers are not queued behind a
+            # fetch per request.
+            recent = self._attempted_at is not None and now - self._attempted_at <= self.min_interval
+            if (stale or kid not in self._keys) and not recent:
+                self._attempted_at = now
                 try:
                     self._refresh()
                 except (requests.RequestException, ValueError):
-                    if not self._keys:
-                        raise TokenError("auth_unavailable", "The signing keys could not be fetched.") from None
+                    pass  # keep serving the keys we have
+            if not self._keys and self._fetched_at is None:
+                raise TokenError("auth_unavailable", "The signing keys could not be fetched.")
             return self._keys.get(kid)
 
 

@@ -147,9 +147,11 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
             return
         found = []
         for dirpath, dirnames, filenames in os.walk(base):
-            if Path(dirpath) == self.root:
-                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            # Keys never have hidden segments, so hidden names (.tmp, .multipart, .DS_Store) are not objects.
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
+                if name.startswith("."):
+                    continue
                 path = Path(dirpath, name)
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix) and path.resolve().is_relative_to(self.root):

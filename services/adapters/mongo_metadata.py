@@ -126,7 +126,8 @@ class MongoRepository(Repository):
         if search:
             if not self.c.search_field:
                 raise ValueError(f"{self.c.name} has no search field")
-            query[self.c.search_field] = {"$regex": re.escape(search), "$options": "i"}
+            text = {self.c.search_field: {"$regex": re.escape(search), "$options": "i"}}
+            query = {"$and": [query, text]} if self.c.search_field in query else {**query, **text}
         direction = pymongo.DESCENDING if newest_first else pymongo.ASCENDING
         total = self.coll.count_documents(query)
         cursor = (self.coll.find(query).sort([("created_at", direction), ("_id", direction)])
