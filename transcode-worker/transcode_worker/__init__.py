@@ -15,4 +15,5 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None) -
 
 
 def readiness_checks(deps: Dependencies) -> dict:
-    return {"metadata": deps.metadata.ping, "objects": deps.objects.ping, "jobs": deps.jobs.ping, "events": deps.events.ping}
+    return {"metadata": deps.metadata.ping, "objects": deps.objects.ping, "jobs": deps.jobs.ping,
+            "events": deps.events.ping}

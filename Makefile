@@ -1,0 +1,69 @@
+# Reelhouse: `make run` to start everything in one process, `make test` to run the test suite.
+# Every target works from a fresh clone: the virtualenv is created and filled on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+# The installs are keyed on the content of the files that decide them, so re-running a target is quick
+# and any change to pyproject.toml or constraints.txt reinstalls.
+DEPS_KEY := $(shell cat pyproject.toml constraints.txt 2>/dev/null | cksum | cut -d' ' -f1)
+INSTALL_STAMP := $(VENV)/.installed-$(DEPS_KEY)
+TEST_STAMP := $(VENV)/.installed-test-$(DEPS_KEY)
+
+# Everything the web app is built from (not its build output or node_modules).
+FRONTEND_SOURCES := $(shell find frontend \( -name node_modules -o -name out -o -name .next \) -prune \
+                      -o -type f -print 2>/dev/null)
+
+.DEFAULT_GOAL := help
+.PHONY: help run install test lint frontend
+
+help:
+	@echo "make run       install into $(VENV) if needed, build the web app if npm is here, start Reelhouse"
+	@echo "make install   create $(VENV) and install Reelhouse with the pinned versions of constraints.txt"
+	@echo "make test      install the test extras and run pytest (extra arguments: PYTEST_ARGS='-k auth -x')"
+	@echo "make lint      ruff check ."
+	@echo "make frontend  npm ci && npm run build in frontend/ (served by the gateway at /)"
+
+run: install
+	@if command -v npm >/dev/null 2>&1 && [ -f frontend/package.json ]; then \
+	  $(MAKE) --no-print-directory frontend/out/index.html; \
+	fi
+	exec $(BIN)/reelhouse up
+
+install: $(INSTALL_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALL_STAMP): | $(BIN)/python
+	@echo "Installing Reelhouse into $(VENV) (pinned by constraints.txt) ..."
+	$(PIP) -e . -c constraints.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+$(TEST_STAMP): | $(BIN)/python
+	@echo "Installing Reelhouse with its test extras into $(VENV) (pinned by constraints.txt) ..."
+	$(PIP) -e '.[test]' -c constraints.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@ $(INSTALL_STAMP)
+
+test: $(TEST_STAMP)
+	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"
+	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "make test: pytest ran no tests (its exit code 5)" >&2; fi; exit $$status; }
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check .
+
+frontend:
+	@[ -f frontend/package.json ] || { echo "frontend/package.json does not exist yet: the web app arrives with issue #7" >&2; exit 1; }
+	@command -v npm >/dev/null 2>&1 || { echo "npm is not on PATH: install Node.js 20+ and npm to build the web app" >&2; exit 1; }
+	cd frontend && npm ci && npm run build
+
+# Rebuilt by `make run` only when a source file is newer than the last build.
+frontend/out/index.html: $(FRONTEND_SOURCES)
+	$(MAKE) --no-print-directory frontend
