@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from services.cors import install_cors
 from services.errors import ApiError, register_error_handlers
 from services.logs import request_id_var
 
@@ -88,6 +89,7 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
 
     register_error_handlers(app)
     add_ops_routes(app)
+    install_cors(app, deps.config.cors_origins)
     return app
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/auth", "auth"),
     ("/api/uploads", "upload"),
+    ("/api/videos", "upload"),
     ("/api/stream", "stream"),
     ("/socket.io", "notify"),
 )

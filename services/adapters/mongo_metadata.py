@@ -143,6 +143,9 @@ class MongoRepository(Repository):
     def _query(where: Where) -> dict:
         query: dict[str, Any] = {}
         for field, cond in where.items():
+            if field == "$or":
+                query["$or"] = [MongoRepository._query(branch) for branch in cond] or [{"_id": {"$in": []}}]
+                continue
             key = "_id" if field == "id" else field
             if isinstance(cond, Mapping):
                 unknown = set(cond) - set(OPERATORS)

@@ -212,6 +212,12 @@ class SqliteRepository(Repository):
         clauses, params = ["1 = 1"], []
         sql_ops = {"$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">=", "$ne": "IS NOT"}
         for field, cond in where.items():
+            if field == "$or":
+                branches = [SqliteRepository._where(branch) for branch in cond]
+                clauses.append("(" + " OR ".join(f"({c})" for c, _ in branches) + ")" if branches else "0 = 1")
+                for _, branch_params in branches:
+                    params.extend(branch_params)
+                continue
             if not _FIELD.fullmatch(field):
                 raise ValueError(f"invalid field name {field!r}")
             expr = "id" if field == "id" else f"json_extract(data, '$.{field}')"

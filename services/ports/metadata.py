@@ -68,7 +68,8 @@ class Page:
 
 Where = Mapping[str, Any]
 """Field filters: `{"f": v}` equality (None matches a missing/null field),
-`{"f": {"$lt"|"$lte"|"$gt"|"$gte"|"$ne": v}}` or `{"f": {"$in": [...]}}`."""
+`{"f": {"$lt"|"$lte"|"$gt"|"$gte"|"$ne": v}}` or `{"f": {"$in": [...]}}`; `{"$or": [where, ...]}` matches
+any branch."""
 
 OPERATORS = ("$lt", "$lte", "$gt", "$gte", "$ne", "$in")
 

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum size of every multipart part but the last
+MAX_PART_NUMBER = 10000
+
+
 class InvalidKey(ValueError):
     pass
 
@@ -45,6 +49,17 @@ def validate_prefix(prefix: str) -> str:
     if prefix == "":
         return prefix
     return validate_key(prefix.rstrip("/")) + ("/" if prefix.endswith("/") else "")
+
+
+def check_parts(parts: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The (number, etag) list of a completion, sorted by part number; ValueError if empty or repeating a number."""
+    parts = sorted((int(number), etag) for number, etag in parts)
+    if not parts:
+        raise ValueError("a multipart upload needs at least one part")
+    for (a, _), (b, _) in zip(parts, parts[1:], strict=False):
+        if a == b:
+            raise ValueError(f"part {a} is listed twice")
+    return parts
 
 
 class ObjectStore(ABC):
@@ -84,6 +99,17 @@ class ObjectStore(ABC):
         """The file behind a key when it lives on local disk (lets the server use sendfile)."""
         return None
 
+    def staging_path(self, name: str) -> Path | None:
+        """A private file on the store's own disk for assembling an upload, or None (S3)."""
+        return None
+
+    def adopt(self, key: str, path: Path) -> ObjectInfo:
+        """Make a finished local file the object at `key` (moved, not copied, where the store can)."""
+        with open(path, "rb") as source:
+            info = self.put(key, source)
+        Path(path).unlink(missing_ok=True)
+        return info
+
     def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise if the store cannot be reached."""
 
@@ -99,10 +125,26 @@ class MultipartUploads(ABC):
         """Store one part; returns its etag."""
 
     @abstractmethod
-    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo: ...
+    def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
+        """Join the listed (part_number, etag) parts in part-number order into the object.
+
+        ValueError for no parts, a repeated part number, a part never uploaded, an etag that does not match,
+        or a part other than the last smaller than MIN_PART_SIZE; the upload then stays open. ObjectNotFound
+        for an unknown, aborted or already completed upload.
+        """
 
     @abstractmethod
-    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard the upload and its parts; unknown or finished uploads are not an error."""
+
+    @abstractmethod
+    def list_multipart_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
+        """Unfinished uploads whose key starts with `prefix`: (key, upload_id, initiated), sorted by key.
+
+        `initiated` is timezone-aware. Where the store cannot tell when an upload started, it is the best
+        available stand-in (the local store: the last time a part was added; moto: a constant in 2010), so
+        decide what is abandoned from the upload's own records, not from this timestamp alone.
+        """
 
 
 CONTENT_TYPES = {

@@ -1,0 +1,105 @@
+"""The video record: statuses, visibility rules, its API shape, and events with a per-video sequence number."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from services.ports import EventBus, Repository, VersionConflict
+from services.tokens import Principal
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("uploading", "uploaded", "processing", "ready", "failed")
+VISIBILITIES = ("private", "tenant", "unlisted")
+DEFAULT_VISIBILITY = "tenant"
+EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
+
+
+def new_video(tenant_id: str, owner_id: str, title: str, *, video_id: str | None = None,
+              visibility: str = DEFAULT_VISIBILITY, filename: str | None = None, size: int = 0) -> dict[str, Any]:
+    video = {
+        "tenant_id": tenant_id, "owner_id": owner_id, "title": title, "description": "", "status": "uploading",
+        "progress": 0, "duration": None, "width": None, "height": None, "renditions": [], "error": None,
+        "visibility": visibility, "filename": filename, "size": size, "seq": 0,
+    }
+    if video_id:
+        video["id"] = video_id
+    return video
+
+
+def can_see(principal: Principal, video: dict[str, Any]) -> bool:
+    """Members see their tenant's `tenant` and `unlisted` videos; `private` ones only the owner, editors, admins."""
+    if principal.tenant_id != video["tenant_id"]:
+        return False
+    if video["visibility"] == "private":
+        return principal.user_id == video["owner_id"] or principal.has_role("editor")
+    return True
+
+
+def can_edit(principal: Principal, video: dict[str, Any]) -> bool:
+    return can_see(principal, video) and principal.has_role("editor")
+
+
+def public_video(video: dict[str, Any]) -> dict[str, Any]:
+    """The contract's video shape (DESIGN §3)."""
+    return {
+        "id": video["id"], "title": video["title"], "description": video.get("description", ""),
+        "status": video["status"], "progress": video.get("progress", 0), "duration": video.get("duration"),
+        "width": video.get("width"), "height": video.get("height"), "renditions": video.get("renditions", []),
+        "thumbnail_url": video.get("thumbnail_url"), "poster_url": video.get("poster_url"),
+        "storyboard_url": video.get("storyboard_url"),
+        "playback": video.get("playback") or {"hls_url": None, "original_url": None, "token_expires_at": None},
+        "error": video.get("error"), "created_at": video["created_at"], "owner_id": video["owner_id"],
+        "visibility": video["visibility"], "size": video.get("size"), "filename": video.get("filename"),
+    }
+
+
+def update_video(videos: Repository, video_id: str, change: Callable[[dict], dict | None], *,
+                 tenant_id: str | None = None, attempts: int = 20) -> dict | None:
+    """Compare-and-set loop: `change(current)` returns the fields to set (or None to leave it); None if gone."""
+    for _ in range(attempts):
+        current = videos.get(video_id, tenant_id=tenant_id)
+        if current is None:
+            return None
+        changes = change(current)
+        if changes is None:
+            return current
+        try:
+            return videos.update(video_id, changes, expected_version=current["version"])
+        except VersionConflict:
+            continue
+    raise VersionConflict(f"videos/{video_id} kept changing")
+
+
+def record_and_publish(videos: Repository, events: EventBus, video_id: str, changes: dict[str, Any],
+                       emitted: list[tuple[str, dict[str, Any]]], *, when: Callable[[dict], bool] = lambda v: True
+                       ) -> dict | None:
+    """Apply `changes` and take one `seq` per event in the same atomic update, then publish the events.
+
+    `when(current)` guards the transition (e.g. only from `uploading`): if it refuses, nothing changes, nothing
+    is published and None is returned (None too when the video is gone). Every event carries video_id,
+    tenant_id, seq (increasing per video) and ts."""
+    first: int | None = None
+
+    def change(current: dict) -> dict | None:
+        nonlocal first
+        if not when(current):
+            first = None
+            return None
+        first = current.get("seq", 0) + 1
+        return {**changes, "seq": current.get("seq", 0) + len(emitted)}
+
+    video = update_video(videos, video_id, change)
+    if video is None or first is None:
+        return None
+    for i, (name, payload) in enumerate(emitted):
+        event = {"video_id": video_id, "tenant_id": video["tenant_id"], **payload, "seq": first + i, "ts": time.time()}
+        try:
+            events.publish(name, event)
+        except Exception:
+            # The record is the truth; a lost event is superseded by the next one or a page reload.
+            log.exception("could not publish %s", name, extra={"video_id": video_id})
+    return video

@@ -1,0 +1,73 @@
+"""What happens once the last byte arrives: verify, sniff, probe, then `uploaded` + a transcode job — or `failed`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from services import keys
+from services.bootstrap import Dependencies
+from services.errors import ApiError
+from services.local_files import available_locally
+from services.media import SNIFF_BYTES, MediaError, probe, sniff
+from services.videos import record_and_publish
+from upload_service.assembly import Assembler
+
+log = logging.getLogger(__name__)
+
+
+Save = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def complete_upload(deps: Dependencies, assembler: Assembler, upload: dict[str, Any], save: Save) -> dict | None:
+    """Idempotent: a retry after a crash or a queue outage picks up where the last attempt stopped.
+
+    `save` commits changes to the upload record under the caller's lease."""
+    video_id, tenant_id = upload["id"], upload["tenant_id"]
+    key = keys.original_key(tenant_id, video_id)
+    upload = save({"state": "completing"})
+    info = assembler.finish(upload)
+    try:
+        if info.size != upload["length"]:
+            raise MediaError(f"Received {info.size} bytes but {upload['length']} were announced.")
+        sniff(deps.objects.read(key, 0, SNIFF_BYTES - 1) if info.size else b"")
+        with available_locally(deps.objects, key) as source:
+            media = probe(source)
+    except MediaError as error:
+        return _fail(deps, upload, key, str(error), save)
+
+    lane = "express" if media.duration <= deps.config.express_max_duration else "bulk"
+    job = {"type": "transcode", "video_id": video_id, "tenant_id": tenant_id, "source_key": key,
+           "duration": media.duration}
+    try:
+        # Enqueued before the video says `uploaded`: nobody is told it is uploaded while its job could be lost.
+        deps.jobs.publish(job, lane=lane)
+    except Exception:
+        log.exception("could not enqueue the transcode job", extra={"video_id": video_id})
+        raise ApiError(503, "queue_unavailable",
+                       "The upload is complete but its processing could not be queued yet; it will be retried.",
+                       headers={"Retry-After": "10"}) from None
+    video = record_and_publish(
+        deps.metadata.videos, deps.events, video_id,
+        {"status": "uploaded", "progress": 0, "duration": media.duration, "width": media.width,
+         "height": media.height, "source": media.as_dict(), "size": info.size, "error": None},
+        [("video.status", {"status": "uploaded"})],
+        when=lambda current: current["status"] == "uploading",
+    )
+    save({"state": "done"})
+    log.info("upload complete", extra={"video_id": video_id, "bytes": info.size, "lane": lane})
+    return video
+
+
+def _fail(deps: Dependencies, upload: dict[str, Any], key: str, error: str, save: Save) -> dict | None:
+    deps.objects.delete(key)  # nothing we cannot use is kept
+    video = record_and_publish(
+        deps.metadata.videos, deps.events, upload["id"],
+        {"status": "failed", "error": error, "progress": 0},
+        [("video.status", {"status": "failed"}), ("video.failed", {"error": error})],
+        when=lambda current: current["status"] == "uploading",
+    )
+    save({"state": "done"})
+    log.info("upload rejected", extra={"video_id": upload["id"], "reason": error})
+    return video

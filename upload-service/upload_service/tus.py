@@ -1,0 +1,235 @@
+"""The tus 1.0.0 server: creation, creation-with-upload, termination, checksum and expiration."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from werkzeug.exceptions import ClientDisconnected
+
+from services.authz import current_principal, require_role
+from services.bootstrap import Dependencies
+from services.errors import ApiError
+from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video
+from upload_service.assembly import CHUNK, Assembler, Interrupted
+from upload_service.completion import complete_upload
+from upload_service.lease import UploadLease
+from upload_service.protocol import (
+    CHECKSUM_ALGORITHMS,
+    EXTENSIONS,
+    OFFSET_CONTENT_TYPE,
+    TUS_VERSION,
+    clean_text,
+    http_date,
+    parse_checksum,
+    parse_metadata,
+    parse_uint,
+)
+
+bp = Blueprint("tus", __name__, url_prefix="/api/uploads")
+
+
+def deps() -> Dependencies:
+    return current_app.extensions["reelhouse"]
+
+
+def assembler() -> Assembler:
+    return current_app.extensions["assembler"]
+
+
+@bp.before_request
+def _check_version():
+    if request.method != "OPTIONS" and request.headers.get("Tus-Resumable") != TUS_VERSION:
+        raise ApiError(412, "unsupported_tus_version", f"This server speaks tus {TUS_VERSION}; send Tus-Resumable.",
+                       headers={"Tus-Version": TUS_VERSION})
+
+
+@bp.after_request
+def _tus_headers(response: Response) -> Response:
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    return response
+
+
+@bp.route("", methods=["OPTIONS"])
+@bp.route("/<upload_id>", methods=["OPTIONS"])
+def options(upload_id: str | None = None):
+    return "", 204, {
+        "Tus-Version": TUS_VERSION, "Tus-Extension": EXTENSIONS,
+        "Tus-Max-Size": str(deps().config.tus_max_size),
+        "Tus-Checksum-Algorithm": ",".join(CHECKSUM_ALGORITHMS),
+    }
+
+
+def tenant_usage(tenant_id: str) -> int:
+    """Bytes a tenant stores or has announced: every video that has not failed."""
+    total, page = 0, 1
+    videos = deps().metadata.videos
+    while True:
+        batch = videos.find({"tenant_id": tenant_id, "status": {"$ne": "failed"}}, page=page, per_page=500)
+        total += sum(v.get("size") or 0 for v in batch.items)
+        if page * 500 >= batch.total:
+            return total
+        page += 1
+
+
+@bp.post("")
+@require_role("editor")
+def create():
+    principal, config = current_principal(), deps().config
+    if "Upload-Defer-Length" in request.headers:
+        raise ApiError(400, "defer_length_unsupported", "Send Upload-Length: deferred lengths are not supported.")
+    length = parse_uint("Upload-Length", request.headers.get("Upload-Length"))
+    if length > config.tus_max_size:
+        raise ApiError(413, "file_too_large", f"Uploads may have at most {config.tus_max_size} bytes.",
+                       max_size=config.tus_max_size)
+    header = request.headers.get("Upload-Metadata")
+    metadata = parse_metadata(header)
+    visibility = metadata.get("visibility") or DEFAULT_VISIBILITY
+    if visibility not in VISIBILITIES:
+        raise ApiError(400, "invalid_metadata", f"visibility must be one of {', '.join(VISIBILITIES)}.")
+    has_body = (request.content_length or 0) > 0 or "chunked" in request.headers.get("Transfer-Encoding", "")
+    if has_body and request.mimetype != OFFSET_CONTENT_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"Upload data must be sent as {OFFSET_CONTENT_TYPE}.")
+    quota = config.tenant_quota_bytes
+    if quota and tenant_usage(principal.tenant_id) + length > quota:
+        raise ApiError(413, "quota_exceeded", "This organisation's storage quota would be exceeded.", quota=quota)
+
+    filename = clean_text(metadata.get("filename") or metadata.get("name"))
+    title = clean_text(metadata.get("title")) or filename or "Untitled"
+    store = deps().metadata
+    video = store.videos.add(new_video(principal.tenant_id, principal.user_id, title, visibility=visibility,
+                                       filename=filename or None, size=length))
+    upload = store.uploads.add({
+        "id": video["id"], "tenant_id": principal.tenant_id, "owner_id": principal.user_id, "length": length,
+        "offset": 0, "metadata_header": header, "state": "receiving", "parts": [], "staged": [],
+        "multipart_id": None, "lease": None, "expires_at": time.time() + config.upload_expiry,
+    })
+    headers = {"Location": f"/api/uploads/{upload['id']}"}
+    if has_body or length == 0:
+        upload = _append(upload, 0, parse_checksum(request.headers.get("Upload-Checksum")))
+        headers["Upload-Offset"] = str(upload["offset"])
+    headers["Upload-Expires"] = http_date(upload["expires_at"])
+    return "", 201, headers
+
+
+def _load(upload_id: str) -> dict[str, Any]:
+    principal = current_principal()
+    if not principal.has_role("editor"):
+        raise ApiError(403, "forbidden", "Uploading needs the editor role or above.")
+    upload = deps().metadata.uploads.get(upload_id, tenant_id=principal.tenant_id)
+    if upload is None:
+        raise ApiError(404, "upload_not_found", "No such upload (it may have been terminated).")
+    if upload["state"] == "expired":
+        raise ApiError(410, "upload_expired", "This upload expired; start it again.")
+    if upload["state"] == "receiving" and upload["expires_at"] < time.time():
+        expire(deps(), assembler(), upload)
+        raise ApiError(410, "upload_expired", "This upload expired; start it again.")
+    return upload
+
+
+def expire(deps: Dependencies, assembler: Assembler, upload: dict[str, Any]) -> None:
+    """Free an abandoned upload's bytes and its video; keep a tombstone so the client hears 410, not 404."""
+    assembler.discard(upload)
+    deps.metadata.videos.delete(upload["id"], tenant_id=upload["tenant_id"])
+    deps.metadata.uploads.update(upload["id"], {"state": "expired", "parts": [], "staged": [], "lease": None})
+
+
+@bp.route("/<upload_id>", methods=["HEAD"])
+def head(upload_id: str):
+    upload = _load(upload_id)
+    headers = {"Upload-Offset": str(upload["offset"]), "Upload-Length": str(upload["length"]),
+               "Cache-Control": "no-store"}
+    if upload.get("metadata_header"):
+        headers["Upload-Metadata"] = upload["metadata_header"]
+    if upload["state"] == "receiving":
+        headers["Upload-Expires"] = http_date(upload["expires_at"])
+    return "", 200, headers
+
+
+@bp.patch("/<upload_id>")
+def patch(upload_id: str):
+    upload = _load(upload_id)
+    if request.mimetype != OFFSET_CONTENT_TYPE:
+        raise ApiError(415, "unsupported_media_type", f"PATCH bodies must be sent as {OFFSET_CONTENT_TYPE}.")
+    offset = parse_uint("Upload-Offset", request.headers.get("Upload-Offset"))
+    upload = _append(upload, offset, parse_checksum(request.headers.get("Upload-Checksum")))
+    headers = {"Upload-Offset": str(upload["offset"])}
+    if upload["state"] == "receiving":
+        headers["Upload-Expires"] = http_date(upload["expires_at"])
+    return "", 204, headers
+
+
+def _body_reader(limit: int):
+    stream, left = request.stream, [limit]
+
+    def read(n: int) -> bytes:
+        if left[0] <= 0:
+            return b""
+        try:
+            data = stream.read(min(n, left[0]))
+        except (ClientDisconnected, OSError):
+            raise Interrupted() from None
+        left[0] -= len(data)
+        return data
+
+    return read
+
+
+def _verified(read, checksum, spool):
+    """Spool the whole body, check its digest, and only then hand it on: a mismatching chunk is never written."""
+    digest, expected = checksum
+    while True:
+        try:
+            data = read(CHUNK)
+        except Interrupted:
+            raise ApiError(400, "incomplete_body", "The body ended early; nothing of it was kept.") from None
+        if not data:
+            break
+        digest.update(data)
+        spool.write(data)
+    if digest.digest() != expected:
+        raise ApiError(460, "checksum_mismatch", "The chunk does not match Upload-Checksum; it was discarded.")
+    spool.seek(0)
+    return spool.read
+
+
+def _append(upload: dict[str, Any], offset: int, checksum) -> dict[str, Any]:
+    if offset != upload["offset"]:
+        raise ApiError(409, "offset_mismatch", f"Upload-Offset is {offset} but the upload is at {upload['offset']}.",
+                       headers={"Upload-Offset": str(upload["offset"])}, offset=upload["offset"])
+    remaining = upload["length"] - offset
+    declared = request.content_length
+    if declared is not None and declared > remaining:
+        raise ApiError(413, "chunk_too_large", f"Only {remaining} more bytes fit in this upload.")
+    config = deps().config
+    with UploadLease(deps().metadata.uploads, upload) as lease, tempfile.TemporaryFile() as spool:
+        read = _body_reader(remaining)
+        if checksum is not None:
+            read = _verified(read, checksum, spool)
+        if upload["state"] == "receiving" and remaining > 0:
+            changes = assembler().write(lease.upload, read, lease.checkpoint)
+        else:
+            changes = {}
+        overlong = declared is None and request.stream.read(1) != b""
+        lease.checkpoint({**changes, "expires_at": time.time() + config.upload_expiry})
+        if lease.upload["offset"] == lease.upload["length"] and lease.upload["state"] != "done" and not overlong:
+            complete_upload(deps(), assembler(), lease.upload, lease.checkpoint)
+        upload = lease.upload
+    if overlong:
+        raise ApiError(413, "chunk_too_large", "The body is longer than the rest of the upload.")
+    return upload
+
+
+@bp.delete("/<upload_id>")
+def terminate(upload_id: str):
+    upload = _load(upload_id)
+    if upload["state"] == "done":
+        raise ApiError(409, "upload_complete", "This upload is complete; delete the video instead.")
+    with UploadLease(deps().metadata.uploads, upload) as lease:
+        assembler().discard(lease.upload)
+        deps().metadata.videos.delete(upload_id, tenant_id=upload["tenant_id"])
+        deps().metadata.uploads.delete(upload_id)
+        lease.held = False
+    return "", 204
