@@ -1,11 +1,14 @@
-"""Fixtures shared by every test folder: config on a temp data dir, the embedded app, clients, accounts."""
+"""Fixtures shared by every test folder: config on a temp data dir, the embedded app, clients, accounts,
+and an S3-compatible server (moto) with a fresh bucket per test."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
 from services.config import Config
-from services.testing import Api
+from services.testing import Api, MotoS3Server, require_infra
 
 
 @pytest.fixture
@@ -41,3 +44,46 @@ def client(app):
 @pytest.fixture
 def api(client):
     return Api(client)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server in a subprocess on a free loopback port, shared by the session. Do not stop it in a
+    test: start your own MotoS3Server for that."""
+    server = MotoS3Server()
+    try:
+        server.start()
+    except (OSError, RuntimeError) as error:
+        server.close()
+        require_infra(f"the moto S3 server ({error})")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_store(s3_server):
+    """An S3ObjectStore on a fresh bucket (created on first use); its objects, uploads and bucket go afterwards."""
+    from services.adapters.s3_objects import S3ObjectStore
+
+    store = S3ObjectStore(f"test-{uuid.uuid4().hex}", endpoint_url=s3_server.endpoint_url,
+                          access_key="test", secret_key="test")  # noqa: S106 - moto accepts any
+    yield store
+    _drop_bucket(store)
+
+
+def _drop_bucket(store) -> None:
+    from botocore.exceptions import ClientError
+
+    client = store.client
+    try:
+        for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=store.bucket):
+            for upload in page.get("Uploads", []):
+                client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
+            objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+            if objects:
+                client.delete_objects(Bucket=store.bucket, Delete={"Objects": objects, "Quiet": True})
+        client.delete_bucket(Bucket=store.bucket)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in {"NoSuchBucket", "404"}:
+            raise

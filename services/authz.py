@@ -21,13 +21,19 @@ def current_principal() -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized("missing_token", "Send an access token: Authorization: Bearer <token>.")
-    verifier = current_app.extensions["reelhouse"].verifier
+    deps = current_app.extensions["reelhouse"]
     try:
-        g.principal = verifier.principal(token.strip())
+        claimed = deps.verifier.principal(token.strip())
     except TokenError as error:
         if error.code == "auth_unavailable":
             raise ApiError(503, error.code, error.message) from None
         raise _unauthorized(error.code, error.message) from None
+    # The role is read from the user record, not trusted from the token: removing a user or changing their role
+    # takes effect at once, not when their access token expires.
+    user = deps.metadata.users.get(claimed.user_id, tenant_id=claimed.tenant_id)
+    if user is None:
+        raise _unauthorized("invalid_token", "The account behind this token no longer exists.")
+    g.principal = Principal(claimed.user_id, claimed.tenant_id, user["role"], claimed.claims)
     return g.principal
 
 

@@ -27,7 +27,17 @@ def objects_from_config(config: Config) -> ObjectStore:
         from services.adapters.local_objects import LocalObjectStore
 
         return LocalObjectStore(config.storage_path)
-    raise ConfigError("STORAGE_URL: the S3 object store is not part of this build yet; use file:///path")
+    if config.storage_url.startswith("s3:"):
+        from services.adapters.s3_objects import S3ObjectStore
+
+        return S3ObjectStore(
+            config.s3_bucket,
+            endpoint_url=config.s3_endpoint_url,
+            access_key=config.aws_access_key_id,
+            secret_key=config.aws_secret_access_key,
+            region=config.s3_region,
+        )
+    raise ConfigError(f"STORAGE_URL: {config.storage_url!r} must start with file:// or s3://")
 
 
 def jobs_from_config(config: Config) -> JobQueue:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import limits
+import pymongo.errors
+import pymongo.uri_parser
 
 
 class ConfigError(ValueError):
@@ -24,6 +29,7 @@ class Config:
     s3_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    s3_region: str = "us-east-1"
     jwt_private_key: str | None = None
     jwt_issuer: str = "reelhouse"
     jwt_audience: str = "reelhouse"
@@ -36,6 +42,12 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
     frontend_dir: Path | None = None
+    tus_max_size: int = 16 * 1024**3
+    upload_expiry: int = 24 * 3600
+    tenant_quota_bytes: int = 100 * 1024**3
+    upload_part_size: int = 8 * 1024**2
+    express_max_duration: int = 120
+    trusted_proxies: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -53,6 +65,10 @@ class Config:
     def storage_path(self) -> Path:
         return file_path(self.storage_url)
 
+    @property
+    def s3_bucket(self) -> str:
+        return s3_bucket(self.storage_url)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Config:
         env = dict(os.environ if env is None else env)
@@ -67,6 +83,7 @@ class Config:
             s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             jwt_private_key=env.get("JWT_PRIVATE_KEY") or None,
             jwt_issuer=env.get("JWT_ISSUER", "reelhouse"),
             jwt_audience=env.get("JWT_AUDIENCE", "reelhouse"),
@@ -79,6 +96,12 @@ class Config:
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
             frontend_dir=Path(env["FRONTEND_DIR"]) if env.get("FRONTEND_DIR") else None,
+            tus_max_size=_int(env, "TUS_MAX_SIZE", 16 * 1024**3, 1, 5 * 1024**4),
+            upload_expiry=_int(env, "UPLOAD_EXPIRY", 24 * 3600, 60, 30 * 24 * 3600),
+            tenant_quota_bytes=_int(env, "TENANT_QUOTA_BYTES", 100 * 1024**3, 0, 1024**5),
+            upload_part_size=_int(env, "UPLOAD_PART_SIZE", 8 * 1024**2, 5 * 1024**2, 512 * 1024**2),
+            express_max_duration=_int(env, "EXPRESS_MAX_DURATION", 120, 0, 24 * 3600),
+            trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
         )
         values.update(overrides)
         config = cls(**values)
@@ -90,8 +113,11 @@ class Config:
         if self.database_url.startswith("sqlite"):
             sqlite_path(self.database_url)
         _check_url("STORAGE_URL", self.storage_url, {"file", "s3"})
-        if self.storage_url.startswith("s3:") and not urlsplit(self.storage_url).netloc:
-            raise ConfigError(f"STORAGE_URL: {self.storage_url!r} names no bucket (expected s3://bucket)")
+        if self.storage_url.startswith("s3:"):
+            s3_bucket(self.storage_url)
+        if not _REGION.fullmatch(self.s3_region):
+            raise ConfigError(f"AWS_REGION: {self.s3_region!r} is not a region name like us-east-1 "
+                              "(read from AWS_REGION, else AWS_DEFAULT_REGION)")
         if self.storage_url.startswith("file:"):
             file_path(self.storage_url)
         _check_url("BROKER_URL", self.broker_url, {"memory", "amqp", "amqps"})
@@ -101,6 +127,18 @@ class Config:
             _check_url("AUTH_URL", self.auth_url, {"http", "https"})
         _check_url("RATE_LIMIT_STORAGE_URL", self.rate_limit_storage_url,
                    {"memory", "redis", "rediss", "redis+cluster", "memcached", "mongodb"})
+        if self.database_url.startswith("mongodb"):
+            try:
+                pymongo.uri_parser.parse_uri(self.database_url)
+            except (pymongo.errors.PyMongoError, ValueError) as error:
+                raise ConfigError(f"DATABASE_URL: {self.database_url!r} is not a MongoDB URL ({error})") from None
+        for name, value in (("AUTH_LOGIN_RATE_LIMIT", self.login_rate_limit),
+                            ("AUTH_REGISTER_RATE_LIMIT", self.register_rate_limit)):
+            try:
+                if not limits.parse_many(value):
+                    raise ValueError("empty")
+            except ValueError:
+                raise ConfigError(f"{name}: {value!r} is not a rate limit such as '15 per 5 minutes'") from None
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not a log level")
 
@@ -111,6 +149,24 @@ def sqlite_path(url: str) -> Path:
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ConfigError(f"DATABASE_URL: {url!r} is not sqlite:///path/to/file.db")
     return Path(url[len(prefix):])
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9\-]{0,62}")
+
+
+def s3_bucket(url: str) -> str:
+    """`s3://bucket`: the whole bucket is the store. A key prefix (`s3://bucket/prefix`) is refused rather than
+    half-supported; give the store its own bucket."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ConfigError(f"STORAGE_URL: {url!r} names no bucket (expected s3://bucket)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"STORAGE_URL: {url!r} has a path; only s3://bucket is supported, with no key prefix")
+    if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+        raise ConfigError(f"STORAGE_URL: {parts.netloc!r} is not a valid S3 bucket name "
+                          "(3-63 lowercase letters, digits, dots and hyphens)")
+    return parts.netloc
 
 
 def file_path(url: str) -> Path:

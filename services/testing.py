@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +31,94 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class MotoS3Server:
+    """moto's S3-compatible server in a subprocess on a loopback port, spoken to with boto3 like MinIO.
+
+    `stop()` ends the process (`hard=True`: SIGKILL, as a crash would) and `start()` brings it back on the same
+    port, so tests can cut the store off mid-operation. moto keeps everything in memory: a restarted server is
+    empty (no buckets, no objects, no multipart uploads), unlike MinIO. It enforces S3's 5 MiB minimum part size
+    (S3_UPLOAD_PART_MIN_SIZE is pinned to 5 MiB here whatever the environment says).
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", startup_timeout: float = 30.0):
+        self.host = host
+        self.port = port or free_port()
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen | None = None
+        self.log_path = Path(tempfile.gettempdir()) / f"reelhouse-moto-{os.getpid()}-{self.port}.log"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint_url + "/moto-api/", timeout=1) as response:  # noqa: S310
+                return response.status < 500
+        except urllib.error.HTTPError as error:
+            return error.code < 500
+        except OSError:
+            return False
+
+    def start(self) -> MotoS3Server:
+        if self.running:
+            return self
+        env = dict(os.environ, S3_UPLOAD_PART_MIN_SIZE=str(5 * 1024 * 1024), PYTHONUNBUFFERED="1")
+        deadline = time.monotonic() + self.startup_timeout
+        while True:  # a port just given up may take a moment to be free again
+            with self.log_path.open("wb") as log:
+                self.process = subprocess.Popen(self._command(), stdin=subprocess.DEVNULL, stdout=log,
+                                                stderr=subprocess.STDOUT, env=env)
+            while self.process.poll() is None and time.monotonic() < deadline:
+                if self._answers():
+                    return self
+                time.sleep(0.05)
+            if self.process.poll() is None:  # still not answering at the deadline
+                self.stop(hard=True)
+                raise RuntimeError(f"moto S3 server did not answer on {self.endpoint_url}: {self._log_tail()}")
+            tail = self._log_tail()
+            if "address already in use" not in tail.lower() or time.monotonic() >= deadline:
+                raise RuntimeError(f"moto S3 server exited with {self.process.returncode}: {tail}")
+            time.sleep(0.2)
+
+    def stop(self, hard: bool = False) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        if hard:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> MotoS3Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class Api:
     """A thin helper over a Flask test client for registering tenants and calling with tokens."""
 
@@ -40,7 +135,7 @@ class Api:
         return self.client.post("/api/auth/login", json={"email": email, "password": password, **extra})
 
     def call(self, method, path, token=None, **kwargs):
-        headers = kwargs.pop("headers", {})
+        headers = dict(kwargs.pop("headers", None) or {})  # never the caller's dict: it may be shared
         if token:
             headers["Authorization"] = f"Bearer {token}"
         return self.client.open(path, method=method, headers=headers, **kwargs)
@@ -63,3 +158,42 @@ def assert_error(response, status: int, code: str | None = None) -> dict:
         assert body["error"]["code"] == code, body
     assert "Traceback" not in response.get_data(as_text=True)
     return body["error"]
+
+
+class HttpResponse:
+    """A requests response with the Flask test response methods the helpers use."""
+
+    def __init__(self, response):
+        self.raw = response
+        self.status_code = response.status_code
+        self.headers = response.headers
+        self.data = response.content
+
+    def get_json(self):
+        return self.raw.json()
+
+    def get_data(self, as_text: bool = False):
+        return self.raw.text if as_text else self.raw.content
+
+
+class HttpClient:
+    """Enough of Flask's test client over real HTTP that `Api` works against a running server."""
+
+    def __init__(self, base_url: str, timeout: float = 30):
+        import requests
+
+        self.base_url, self.timeout, self.session = base_url.rstrip("/"), timeout, requests.Session()
+
+    def open(self, path, method="GET", headers=None, json=None, data=None, content_type=None, **_):
+        headers = dict(headers or {})
+        if content_type:
+            headers["Content-Type"] = content_type
+        response = self.session.request(method, self.base_url + path, headers=headers, json=json, data=data,
+                                        timeout=self.timeout)
+        return HttpResponse(response)
+
+    def get(self, path, **kwargs):
+        return self.open(path, "GET", **kwargs)
+
+    def post(self, path, **kwargs):
+        return self.open(path, "POST", **kwargs)

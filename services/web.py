@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cors import install_cors
 from services.errors import ApiError, register_error_handlers
@@ -90,6 +91,10 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
     register_error_handlers(app)
     add_ops_routes(app)
     install_cors(app, deps.config.cors_origins)
+    if deps.config.trusted_proxies:
+        # Behind an ingress, the client's address is in X-Forwarded-For (rate limits are per address).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=deps.config.trusted_proxies,
+                                x_proto=deps.config.trusted_proxies, x_host=deps.config.trusted_proxies)
     return app
 
 
@@ -101,7 +106,9 @@ def run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:
             results[check_name] = "ok"
         except Exception as error:  # a failing dependency is reported, not raised
             ok = False
-            results[check_name] = f"{type(error).__name__}: {error}"[:300]
+            # The caller learns which dependency and what kind of failure; paths and hosts stay in the log.
+            results[check_name] = f"unavailable ({type(error).__name__})"
+            logging.getLogger(__name__).warning("readiness check %s failed: %s", check_name, error)
     return ok, results
 
 
@@ -124,15 +131,25 @@ def add_ops_routes(app: Flask) -> None:
                         mimetype=CONTENT_TYPE_LATEST.split(";")[0])
 
 
-def json_body() -> dict[str, Any]:
+MAX_JSON_BYTES = 64 * 1024
+
+
+def json_body(limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
     """The request body as a JSON object, whatever Content-Type the client sent (curl -d sends a form type)."""
-    raw = request.get_data(cache=True)
+    too_large = ApiError(413, "payload_too_large", f"JSON bodies may have at most {limit} bytes.")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
     if not raw.strip():
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+        # Lone surrogates ("\ud800") parse but cannot be stored or hashed as UTF-8.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON (or not valid UTF-8).") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
     return body
@@ -163,13 +180,16 @@ def fields(body: Mapping[str, Any], required: Mapping[str, type], optional: Mapp
 _TYPE_NAMES = {str: "string", int: "whole number", bool: "boolean", dict: "object", list: "list"}
 
 
+MAX_PAGE = 1_000_000
+
+
 def page_args(max_per_page: int = 100) -> tuple[int, int]:
     def number(name: str, default: int) -> int:
         raw = request.args.get(name)
         if raw in (None, ""):
             return default
-        if not raw.isdigit() or int(raw) < 1:
-            raise ApiError(422, "validation_error", f"{name} must be a whole number ≥ 1")
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+            raise ApiError(422, "validation_error", f"{name} must be a whole number from 1 to {MAX_PAGE}")
         return int(raw)
 
     return number("page", 1), min(number("per_page", 20), max_per_page)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import signal
 import stat
 import subprocess
 import sys
 import time
+import uuid
 
+import jwt
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from services.testing import STRONG_PASSWORD, free_port
+from services.signing_keys import signing_key_from_pem
+from services.testing import STRONG_PASSWORD, Api, HttpClient, assert_error, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -107,3 +113,111 @@ def test_bad_configuration_fails_fast_naming_the_variable(data_dir):
                                              "DATABASE_URL": "postgres://nope"})
     assert result.returncode != 0
     assert "DATABASE_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- every bad case of the auth contract, over real HTTP against one running process -----------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    process = Process(tmp_path_factory.mktemp("auth") / "data", AUTH_LOGIN_RATE_LIMIT="1000 per minute",
+                      AUTH_REGISTER_RATE_LIMIT="1000 per minute")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def http(server):
+    return Api(HttpClient(server.url))
+
+
+@pytest.fixture
+def tenant(http):
+    name = f"Org {uuid.uuid4().hex[:8]}"
+    session = http.register(tenant_name=name, email=f"admin@{name[4:]}.test")
+    return session | {"domain": name[4:]}
+
+
+def _signing_key(server):
+    key_file = next(server.log.parent.rglob("keys/jwt-ed25519.pem"))
+    return signing_key_from_pem(key_file.read_bytes())
+
+
+def _b64(data: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_login_failures_over_http(http, tenant):
+    email = f"admin@{tenant['domain']}.test"
+    wrong = assert_error(http.login(email, "not the password!"), 401, "invalid_credentials")
+    unknown = assert_error(http.login(f"nobody@{tenant['domain']}.test", "not the password!"), 401)
+    assert wrong == unknown
+    assert_error(http.client.post("/api/auth/login", data=b"{not json"), 400, "invalid_json")
+    assert_error(http.client.post("/api/auth/login", json={"email": email}), 422, "validation_error")
+    assert_error(http.client.post("/api/auth/login", data=b'{"email": "a\\ud800@x.test", "password": "p"}'), 400)
+    assert_error(http.client.post("/api/auth/login", data=b"[" * 30000 + b"]" * 30000), 400, "invalid_json")
+    assert_error(http.client.post("/api/auth/login", data=b"{" + b" " * 200_000 + b"}"), 413, "payload_too_large")
+
+
+def test_registration_failures_over_http(http, tenant):
+    name = f"Org {tenant['domain']}"
+    assert_error(http.client.post("/api/auth/register", json={
+        "tenant_name": name.upper(), "email": "x@y.test", "password": STRONG_PASSWORD}), 409, "tenant_exists")
+    assert_error(http.client.post("/api/auth/register", json={
+        "tenant_name": "Another " + name, "email": "x@y.test", "password": "aaaaaaaaaaaa"}), 422, "weak_password")
+    admin = tenant["access_token"]
+    http.add_user(admin, f"ed@{tenant['domain']}.test", "editor")
+    duplicate = http.call("POST", "/api/auth/users", admin, json={
+        "email": f"ED@{tenant['domain']}.test", "password": STRONG_PASSWORD, "role": "viewer"})
+    assert_error(duplicate, 409, "email_taken")
+    assert_error(http.call("GET", "/api/auth/users?page=%C2%B2", admin), 422)
+    assert_error(http.call("GET", "/api/auth/users?page=99999999999999999999999", admin), 422)
+
+
+def test_forged_and_expired_tokens_over_http(http, tenant, server):
+    key = _signing_key(server)
+    claims = jwt.decode(tenant["access_token"], options={"verify_signature": False})
+
+    def me(token):
+        return http.call("GET", "/api/auth/me", token)
+
+    assert me(tenant["access_token"]).status_code == 200
+    expired = jwt.encode({**claims, "iat": claims["iat"] - 7200, "exp": claims["iat"] - 3600}, key.private_key,
+                         algorithm="EdDSA", headers={"kid": key.kid})
+    assert_error(me(expired), 401, "token_expired")
+    none = f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': key.kid})}.{_b64(claims)}."
+    assert_error(me(none), 401, "invalid_token")
+    other = jwt.encode(claims, ed25519.Ed25519PrivateKey.generate(), algorithm="EdDSA", headers={"kid": key.kid})
+    assert_error(me(other), 401, "invalid_token")
+    wrong_aud = jwt.encode({**claims, "aud": "elsewhere"}, key.private_key, algorithm="EdDSA",
+                           headers={"kid": key.kid})
+    assert_error(me(wrong_aud), 401, "invalid_token")
+
+
+def test_refresh_reuse_over_http(http, tenant):
+    first = tenant["refresh_token"]
+    second = http.client.post("/api/auth/refresh", json={"refresh_token": first}).get_json()["refresh_token"]
+    assert_error(http.client.post("/api/auth/refresh", json={"refresh_token": first}), 401, "refresh_token_reused")
+    assert_error(http.client.post("/api/auth/refresh", json={"refresh_token": second}), 401, "invalid_refresh_token")
+
+
+def test_roles_and_isolation_over_http(http, tenant):
+    admin = tenant["access_token"]
+    viewer_user, viewer = http.add_user(admin, f"v@{tenant['domain']}.test", "viewer")
+    assert_error(http.call("GET", "/api/auth/users", viewer), 403, "forbidden")
+    assert_error(http.call("DELETE", f"/api/auth/users/{viewer_user['id']}", viewer), 403, "forbidden")
+    other = http.register(tenant_name=f"Rival {uuid.uuid4().hex[:8]}", email="boss@rival.test")
+    assert_error(http.call("GET", f"/api/auth/users/{other['user']['id']}", admin), 404, "not_found")
+    assert_error(http.call("PATCH", f"/api/auth/users/{other['user']['id']}", admin, json={"role": "viewer"}), 404)
+
+
+def test_a_removed_admin_loses_rights_at_once(http, tenant):
+    founder = tenant["access_token"]
+    second_user, second = http.add_user(founder, f"second@{tenant['domain']}.test", "admin")
+    assert http.call("DELETE", f"/api/auth/users/{second_user['id']}", founder).status_code == 204
+    backdoor = http.call("POST", "/api/auth/users", second, json={
+        "email": f"backdoor@{tenant['domain']}.test", "password": STRONG_PASSWORD, "role": "admin"})
+    assert_error(backdoor, 401, "invalid_token")
+    demoted_user, demoted = http.add_user(founder, f"third@{tenant['domain']}.test", "admin")
+    http.call("PATCH", f"/api/auth/users/{demoted_user['id']}", founder, json={"role": "viewer"})
+    assert_error(http.call("GET", "/api/auth/users", demoted), 403, "forbidden")

@@ -13,14 +13,22 @@ from services.config import Config
 from services.web import create_base_app
 
 
+def _check_storage(limiter: Limiter) -> None:
+    if not limiter.storage.check():
+        raise ConnectionError("the rate-limit storage does not answer")
+
+
 def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
     deps = deps or bootstrap(config)
     app = create_base_app("auth-service", deps, readiness={"metadata": deps.metadata.ping}, import_name=__name__)
     app.extensions["accounts"] = Accounts(deps.metadata, deps.signing_key, deps.config)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(users.bp)
+    # swallow_errors: if the counters' store (Redis) is down, logins go on without limits rather than all
+    # failing; /readyz reports the outage.
     limiter = Limiter(get_remote_address, app=app, storage_uri=deps.config.rate_limit_storage_url,
-                      headers_enabled=True, key_prefix="reelhouse-auth")
+                      headers_enabled=True, key_prefix="reelhouse-auth", swallow_errors=True)
+    app.extensions["reelhouse.readiness"]["rate_limits"] = lambda: _check_storage(limiter)
     for endpoint, limit in (("sessions.login", deps.config.login_rate_limit),
                             ("sessions.register", deps.config.register_rate_limit)):
         # Wrapped per app (not at import) so the limit comes from this app's config.

@@ -11,7 +11,7 @@ from typing import Any
 
 import jwt
 
-from auth_service.passwords import Passwords, check_policy
+from auth_service.passwords import MAX_LENGTH, Passwords, check_policy
 from services.config import Config
 from services.errors import ApiError
 from services.ports import DuplicateKey, MetadataStore, VersionConflict
@@ -86,6 +86,8 @@ class Accounts:
             raise ApiError(409, "email_taken", "A user with that email exists in this organisation.") from None
 
     def authenticate(self, email: str, password: str, tenant: str | None = None) -> dict:
+        if len(password) > MAX_LENGTH:
+            raise ApiError(401, "invalid_credentials", _BAD_LOGIN)  # never hash megabytes
         try:
             email = normalize_email(email)
         except ApiError:

@@ -308,3 +308,51 @@ class TestRateLimits:
         elsewhere = api.client.post("/api/auth/login", json={"email": "admin@acme.test", "password": STRONG_PASSWORD},
                                     environ_base={"REMOTE_ADDR": "10.9.8.7"})
         assert elsewhere.status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b"[" * 30000 + b"]" * 30000, b'{"email": "a\\ud800@x.test", "password": "p"}',
+                                 b'{"tenant_name": "A", "email": "a@b.test", "password": "abcdefghij\\ud800"}'])
+def test_hostile_json_is_400_not_500(api, raw):
+    for path in ("/api/auth/login", "/api/auth/register"):
+        assert_error(api.client.post(path, data=raw, content_type="application/json"), 400, "invalid_json")
+
+
+def test_oversized_bodies_are_413(api):
+    huge = b'{"email": "a@b.test", "password": "' + b"x" * 100_000 + b'"}'
+    assert_error(api.client.post("/api/auth/login", data=huge, content_type="application/json"), 413,
+                 "payload_too_large")
+
+
+def test_overlong_login_password_is_refused_without_hashing(api, app):
+    api.register()
+    start = time.perf_counter()
+    assert_error(api.login("admin@acme.test", "x" * 5000), 401, "invalid_credentials")
+    assert time.perf_counter() - start < 1.0
+
+
+def test_rate_limit_storage_outage_fails_open_and_shows_in_readyz(make_config):
+    from auth_service import create_app
+
+    app = create_app(make_config(RATE_LIMIT_STORAGE_URL="redis://127.0.0.1:1"))
+    client = app.test_client()
+    response = client.post("/api/auth/login", json={"email": "a@b.test", "password": STRONG_PASSWORD})
+    assert_error(response, 401, "invalid_credentials")  # not a 500
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["rate_limits"].startswith("unavailable")
+
+
+def test_trusted_proxies_give_each_client_its_own_limit(make_config):
+    from auth_service import create_app
+
+    def flood(app, forwarded_for):
+        client = app.test_client()
+        body = {"email": "a@b.test", "password": STRONG_PASSWORD}
+        return [client.post("/api/auth/login", json=body, headers={"X-Forwarded-For": ip}).status_code
+                for ip in forwarded_for]
+
+    limited = dict(AUTH_LOGIN_RATE_LIMIT="2 per minute")
+    behind_proxy = create_app(make_config(TRUSTED_PROXIES=1, **limited))
+    assert flood(behind_proxy, ["1.1.1.1", "1.1.1.1", "2.2.2.2", "2.2.2.2", "1.1.1.1"]) == [401, 401, 401, 401, 429]
+    # Without a trusted proxy the header is ignored: it cannot be used to dodge the limit.
+    direct = create_app(make_config(**limited))
+    assert flood(direct, ["1.1.1.1", "2.2.2.2", "3.3.3.3"]) == [401, 401, 429]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from upload_service.cli import login, logout, upload
 
 from services.config import Config, ConfigError
 
@@ -27,7 +28,7 @@ def up(host: str | None, port: int | None) -> None:
     from reelhouse_gateway.server import serve
 
     config = _config(host=host, port=port)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds password hashes and the signing key
     serve(config)
 
 
@@ -40,3 +41,8 @@ def check_config() -> None:
         if name == "extra":
             continue
         click.echo(f"{name} = {'***' if name in hidden and value else value}")
+
+
+main.add_command(login)
+main.add_command(logout)
+main.add_command(upload)

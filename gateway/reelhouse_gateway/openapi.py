@@ -5,6 +5,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from upload_service.protocol import CHECKSUM_ALGORITHMS, EXTENSIONS, OFFSET_CONTENT_TYPE, TUS_VERSION
+
+from services.videos import DEFAULT_VISIBILITY, STATUSES, VISIBILITIES
+
 
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -23,12 +27,16 @@ def _body(schema: dict) -> dict:
 
 
 def _op(summary: str, tag: str, responses: dict[str, dict], *, secure: bool = True, body: dict | None = None,
-        parameters: list | None = None) -> dict:
+        parameters: list | None = None, request_body: dict | None = None, description: str | None = None) -> dict:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if description:
+        op["description"] = description
     if not secure:
         op["security"] = []
     if body is not None:
         op["requestBody"] = _body(body)
+    if request_body is not None:
+        op["requestBody"] = request_body
     if parameters:
         op["parameters"] = parameters
     return op
@@ -49,7 +57,14 @@ SCHEMAS: dict[str, dict] = {
         "type": "object", "required": ["error"],
         "properties": {"error": {
             "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string", "pattern": "^[a-z0-9_]+$"}, "message": {"type": "string"}},
+            "properties": {
+                "code": {"type": "string", "pattern": "^[a-z0-9_]+$"}, "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "validation_error: what is wrong with each field"},
+                "offset": {"type": "integer", "description": "offset_mismatch: the upload's current offset"},
+                "max_size": {"type": "integer", "description": "file_too_large: the largest Upload-Length"},
+                "quota": {"type": "integer", "description": "quota_exceeded: the organisation's quota in bytes"},
+            },
         }},
     },
     "Tenant": {"type": "object", "required": ["id", "name"],
@@ -83,6 +98,56 @@ SCHEMAS: dict[str, dict] = {
     "Jwks": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {
         "type": "object", "required": ["kty", "kid", "alg"],
         "properties": {"kty": {"type": "string"}, "kid": {"type": "string"}, "alg": {"type": "string"}}}}}},
+    "Rendition": {
+        "type": "object", "required": ["name", "width", "height", "bitrate"],
+        "properties": {"name": {"type": "string", "examples": ["720p"]}, "width": {"type": "integer"},
+                       "height": {"type": "integer"},
+                       "bitrate": {"type": "integer", "description": "bits per second"}},
+    },
+    "Playback": {
+        "type": "object", "required": ["hls_url", "original_url", "token_expires_at"],
+        "description": "URLs carry a playback token scoped to this video and work without an Authorization header.",
+        "properties": {
+            "hls_url": {"type": ["string", "null"], "format": "uri-reference",
+                        "description": "HLS master playlist, as soon as the first segment exists"},
+            "original_url": {"type": ["string", "null"], "format": "uri-reference",
+                             "description": "the original, only while/once it is browser-playable (H.264/AAC MP4)"},
+            "token_expires_at": {"type": ["string", "null"], "format": "date-time",
+                                 "description": "when the playback token in the URLs expires"},
+        },
+    },
+    "Video": {
+        "type": "object",
+        "required": ["id", "title", "description", "status", "progress", "duration", "width", "height", "renditions",
+                     "thumbnail_url", "poster_url", "storyboard_url", "playback", "error", "created_at", "owner_id",
+                     "visibility", "size", "filename"],
+        "properties": {
+            "id": {"type": "string", "description": "also the id of its tus upload"},
+            "title": {"type": "string"}, "description": {"type": "string"},
+            "status": {"type": "string", "enum": list(STATUSES),
+                       "description": "uploading → uploaded → processing → ready | failed"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 100,
+                         "description": "percent, during processing"},
+            "duration": {"type": ["number", "null"], "description": "seconds"},
+            "width": {"type": ["integer", "null"]}, "height": {"type": ["integer", "null"]},
+            "renditions": {"type": "array", "items": _ref("Rendition")},
+            "thumbnail_url": {"type": ["string", "null"], "format": "uri-reference"},
+            "poster_url": {"type": ["string", "null"], "format": "uri-reference"},
+            "storyboard_url": {"type": ["string", "null"], "format": "uri-reference"},
+            "playback": _ref("Playback"),
+            "error": {"type": ["string", "null"], "description": "why processing failed"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "owner_id": {"type": "string"},
+            "visibility": {"type": "string", "enum": list(VISIBILITIES)},
+            "size": {"type": ["integer", "null"], "description": "bytes (announced by Upload-Length)"},
+            "filename": {"type": ["string", "null"], "description": "from the upload's metadata"},
+        },
+    },
+    "VideoPage": {
+        "type": "object", "required": ["items", "total", "page", "per_page"],
+        "properties": {"items": {"type": "array", "items": _ref("Video")}, "total": {"type": "integer"},
+                       "page": {"type": "integer"}, "per_page": {"type": "integer"}},
+    },
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}},
     "Ready": {"type": "object", "required": ["checks"],
               "properties": {"status": {"type": "string"}, "checks": {"type": "object",
@@ -90,6 +155,132 @@ SCHEMAS: dict[str, dict] = {
 }
 
 PASSWORD = {"type": "string", "minLength": 10, "maxLength": 1024}
+
+# --- tus 1.0.0 (upload-service/upload_service/tus.py) ---------------------------------------------------------
+
+UINT = {"type": "integer", "minimum": 0}
+HTTP_DATE = {"type": "string", "description": "an HTTP-date (RFC 9110), e.g. `Wed, 21 Oct 2026 07:28:00 GMT`"}
+
+HEADERS: dict[str, dict] = {
+    "Tus-Resumable": {"description": "The tus version the server speaks; on every tus response.", "required": True,
+                      "schema": {"type": "string", "const": TUS_VERSION}},
+    "Tus-Version": {"description": "The tus versions the server supports.", "required": True,
+                    "schema": {"type": "string", "const": TUS_VERSION}},
+    "Tus-Extension": {"description": "The tus extensions the server supports.", "required": True,
+                      "schema": {"type": "string", "const": EXTENSIONS}},
+    "Tus-Max-Size": {"description": "The largest Upload-Length accepted, in bytes.", "required": True,
+                     "schema": UINT},
+    "Tus-Checksum-Algorithm": {"description": "Algorithms accepted in Upload-Checksum.", "required": True,
+                               "schema": {"type": "string", "const": ",".join(CHECKSUM_ALGORITHMS)}},
+    "Location": {"description": "The new upload's URL; its last segment is the upload id, which is the video id.",
+                 "required": True, "schema": {"type": "string", "format": "uri-reference",
+                                              "examples": ["/api/uploads/abcdefghij234567"]}},
+    "Upload-Offset": {"description": "Bytes of the upload received so far.", "required": True, "schema": UINT},
+    "Upload-Length": {"description": "The upload's total size in bytes.", "required": True, "schema": UINT},
+    "Upload-Metadata": {"description": "The Upload-Metadata sent when the upload was created, if any.",
+                        "schema": {"type": "string"}},
+    "Upload-Expires": {"description": "When the unfinished upload expires (every PATCH renews it).",
+                       "schema": HTTP_DATE},
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": UINT},
+    "WWW-Authenticate": {"description": "`Bearer error=\"<code>\"`", "required": True, "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`no-store`", "required": True, "schema": {"type": "string", "const": "no-store"}},
+}
+
+
+def _header(name: str, required: bool | None = None) -> dict:
+    """A response header from components; `required` overrides the component's (Upload-Offset after POST)."""
+    if required is None or required == HEADERS[name].get("required", False):
+        return {"$ref": f"#/components/headers/{name}"}
+    return {**HEADERS[name], "required": required}
+
+
+def _param(name: str) -> dict:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+PARAMETERS: dict[str, dict] = {
+    "Tus-Resumable": {"name": "Tus-Resumable", "in": "header", "required": True,
+                      "description": f"Must be `{TUS_VERSION}`; anything else (or nothing) is answered with 412.",
+                      "schema": {"type": "string", "const": TUS_VERSION}},
+    "Upload-Length": {"name": "Upload-Length", "in": "header", "required": True,
+                      "description": "The upload's total size in bytes, at most Tus-Max-Size. Deferred lengths "
+                                     "(Upload-Defer-Length) are not supported.", "schema": UINT},
+    "Upload-Metadata": {
+        "name": "Upload-Metadata", "in": "header",
+        "description": "Comma-separated `key base64(value)` pairs. Read: `filename` (or `name`), `title` (defaults to "
+                       f"the file name) and `visibility` (one of {', '.join(VISIBILITIES)}; default "
+                       f"{DEFAULT_VISIBILITY}).",
+        "schema": {"type": "string", "examples": ["filename Y2xpcC5tcDQ=,title TXkgY2xpcA=="]}},
+    "Upload-Offset": {"name": "Upload-Offset", "in": "header", "required": True,
+                      "description": "Where this chunk starts; must equal the upload's current offset.",
+                      "schema": UINT},
+    "Upload-Checksum": {
+        "name": "Upload-Checksum", "in": "header",
+        "description": f"`<algorithm> <base64 digest>` of this request's body; algorithms: "
+                       f"{', '.join(CHECKSUM_ALGORITHMS)}. A mismatching chunk is discarded (460).",
+        "schema": {"type": "string", "examples": ["sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0="]}},
+    "upload_id": {"name": "upload_id", "in": "path", "required": True,
+                  "description": "The id from Location; the same as the video id.", "schema": {"type": "string"}},
+    "video_id": {"name": "video_id", "in": "path", "required": True, "schema": {"type": "string"}},
+}
+
+
+def _chunk(required: bool) -> dict:
+    return {"required": required, "description": "The upload's bytes from Upload-Offset on.",
+            "content": {OFFSET_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}}}}
+
+
+def _tus(description: str, headers: tuple[str, ...] = (), *, body: bool = True,
+         optional: tuple[str, ...] = ()) -> dict:
+    """A tus response: Tus-Resumable always, `headers` always, `optional` sometimes; the Error body unless
+    `body` is False (successes, and HEAD, whose responses never have one)."""
+    response: dict[str, Any] = {"description": description}
+    if body:
+        response["content"] = {"application/json": {"schema": _ref("Error")}}
+    response["headers"] = {"Tus-Resumable": _header("Tus-Resumable"), **{h: _header(h, True) for h in headers},
+                           **{h: _header(h, False) for h in optional}}
+    return response
+
+
+def _tus_errors(*, body: bool = True, lost: bool = False) -> dict[str, dict]:
+    """What every tus request on an existing upload can answer besides its own errors."""
+    gone = "`upload_expired`: the upload expired" + (
+        "; `upload_lost`: the bytes received so far were lost" if lost else "")
+    return {
+        "401": _tus("Missing, expired or invalid access token", ("WWW-Authenticate",), body=body),
+        "403": _tus("`forbidden`: uploading needs the editor role or above", body=body),
+        "404": _tus("`upload_not_found`: no such upload in this organisation (terminated, or its video deleted)",
+                    body=body),
+        "410": _tus(gone + ". Start the upload again", body=body),
+        "412": _tus(f"`unsupported_tus_version`: Tus-Resumable is missing or not {TUS_VERSION}", ("Tus-Version",),
+                    body=body),
+        "503": _tus("`auth_unavailable`: the token's signing keys could not be fetched", body=body),
+    }
+
+
+CHUNK_400 = ("`unsupported_checksum` / `invalid_header` (Upload-Checksum), `incomplete_body` (the body ended early "
+             "while a checksum was sent; nothing of it was kept)")
+CHUNK_ERRORS = {
+    "460": _tus("`checksum_mismatch`: the body does not match Upload-Checksum; it was discarded"),
+    "503": _tus("`queue_unavailable`: the last byte arrived but processing could not be queued yet; send an empty "
+                "PATCH at the final offset later to retry (or `auth_unavailable`: the token's signing keys could not "
+                "be fetched)", optional=("Retry-After",)),
+}
+
+# --- videos (upload-service/upload_service/videos.py) ---------------------------------------------------------
+
+VIDEO_ERRORS = {"401": _error("Missing, expired or invalid access token"),
+                "404": _error("`not_found`: no such video, or the caller may not see it"),
+                "503": _error("`auth_unavailable`: the token's signing keys could not be fetched")}
+VIDEO_LIST_PARAMETERS = [
+    {"name": "status", "in": "query", "description": "Only videos in this status.",
+     "schema": {"type": "string", "enum": list(STATUSES)}},
+    {"name": "q", "in": "query", "description": "Case-insensitive search in the title (the first 200 characters "
+                                                "are used).", "schema": {"type": "string"}},
+    {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1, "default": 1}},
+    {"name": "per_page", "in": "query", "description": "Above 100 counts as 100.",
+     "schema": {"type": "integer", "minimum": 1, "default": 20}},
+]
 
 
 def _paths() -> dict[str, dict]:
@@ -150,6 +341,8 @@ def _paths() -> dict[str, dict]:
                            "409": _error("It would leave the organisation without an admin")},
                           parameters=USER_ID),
         },
+        **_upload_paths(),
+        **_video_paths(),
         "/healthz": {"get": _op("Alive", "operations", {"200": _json(_ref("Health"))}, secure=False)},
         "/readyz": {"get": _op("Dependencies reachable", "operations",
                                {"200": _json(_ref("Ready")), "503": _json(_ref("Ready"), "A dependency is down")},
@@ -163,6 +356,107 @@ def _paths() -> dict[str, dict]:
     }
 
 
+def _upload_paths() -> dict[str, dict]:
+    version, upload_id = _param("Tus-Resumable"), _param("upload_id")
+    options = _op(
+        "tus discovery: version, extensions, maximum size and checksum algorithms", "uploads",
+        {"204": _tus("The server's capabilities", ("Tus-Version", "Tus-Extension", "Tus-Max-Size",
+                                                   "Tus-Checksum-Algorithm"), body=False)},
+        secure=False, description="Needs neither an access token nor Tus-Resumable.")
+    return {
+        "/api/uploads": {
+            "options": options,
+            "post": _op(
+                "Create an upload and its video; optionally with its first bytes (creation-with-upload)", "uploads",
+                {"201": _tus("Created. Upload-Offset is sent when the request had a body (or Upload-Length is 0)",
+                             ("Location", "Upload-Expires"), body=False, optional=("Upload-Offset",)),
+                 "400": _tus("`defer_length_unsupported`, `missing_header` / `invalid_header` (Upload-Length), "
+                             "`invalid_metadata` (malformed Upload-Metadata, or an unknown visibility); with a body: "
+                             + CHUNK_400),
+                 "401": _tus("Missing, expired or invalid access token", ("WWW-Authenticate",)),
+                 "403": _tus("`forbidden`: uploading needs the editor role or above"),
+                 "412": _tus(f"`unsupported_tus_version`: Tus-Resumable is missing or not {TUS_VERSION}",
+                             ("Tus-Version",)),
+                 "413": _tus("`file_too_large` (Upload-Length above Tus-Max-Size; `error.max_size`), "
+                             "`quota_exceeded` (the organisation's storage quota would be exceeded; `error.quota`) or "
+                             "`chunk_too_large` (the body is longer than Upload-Length)"),
+                 "415": _tus(f"`unsupported_media_type`: the body is not {OFFSET_CONTENT_TYPE}"),
+                 **CHUNK_ERRORS},
+                parameters=[version, _param("Upload-Length"), _param("Upload-Metadata"), _param("Upload-Checksum")],
+                request_body=_chunk(False),
+                description="The id at the end of Location is also the new video's id. The video is `uploading` "
+                            "until the last byte arrives, then `uploaded` (or `failed` if it is not a usable "
+                            "video). Clients that can only send GET and POST may send HEAD, PATCH and DELETE as POST "
+                            "with `X-HTTP-Method-Override`."),
+        },
+        "/api/uploads/{upload_id}": {
+            "options": {**options, "parameters": [upload_id]},
+            "head": _op(
+                "Where an upload stands, to resume it", "uploads",
+                {"200": _tus("The upload's offset and length", ("Upload-Offset", "Upload-Length", "Cache-Control"),
+                             body=False, optional=("Upload-Metadata", "Upload-Expires")),
+                 **_tus_errors(body=False)},
+                parameters=[upload_id, version],
+                description="HEAD responses never have a body, errors included: the status tells what happened. "
+                            "Upload-Expires is absent once the upload is complete."),
+            "patch": _op(
+                "Append bytes at Upload-Offset", "uploads",
+                {"204": _tus("Stored; the new offset is in Upload-Offset", ("Upload-Offset",), body=False,
+                             optional=("Upload-Expires",)),
+                 **_tus_errors(lost=True),
+                 "400": _tus(f"`missing_header` / `invalid_header` (Upload-Offset), {CHUNK_400}"),
+                 "409": _tus("`offset_mismatch`: Upload-Offset is not the upload's offset (which is in the "
+                             "Upload-Offset header and `error.offset`); `upload_busy`: another request is writing "
+                             "to this upload; `upload_inconsistent`: its parts do not add up, start it again",
+                             optional=("Upload-Offset",)),
+                 "413": _tus("`chunk_too_large`: the body is longer than the rest of the upload"),
+                 "415": _tus(f"`unsupported_media_type`: the body must be sent as {OFFSET_CONTENT_TYPE}"),
+                 **CHUNK_ERRORS},
+                parameters=[upload_id, version, _param("Upload-Offset"), _param("Upload-Checksum")],
+                request_body=_chunk(True),
+                description="Once the last byte arrives the file is checked and probed, a transcode job is queued "
+                            "and the video becomes `uploaded` (or `failed`). Upload-Expires is absent once the "
+                            "upload is complete."),
+            "delete": _op(
+                "Terminate an unfinished upload: its bytes and its video go", "uploads",
+                {"204": _tus("Terminated", body=False), **_tus_errors(),
+                 "409": _tus("`upload_complete`: the upload is complete, delete the video instead; `upload_busy`: "
+                             "another request is writing to this upload")},
+                parameters=[upload_id, version]),
+        },
+    }
+
+
+def _video_paths() -> dict[str, dict]:
+    video_id = [_param("video_id")]
+    forbidden = {"403": _error("`forbidden`: editing and deleting videos needs the editor role or above")}
+    return {
+        "/api/videos": {"get": _op(
+            "The organisation's videos, newest first", "videos",
+            {"200": _json(_ref("VideoPage")), "401": VIDEO_ERRORS["401"],
+             "422": _error("`validation_error`: unknown status or bad paging parameters"), "503": VIDEO_ERRORS["503"]},
+            parameters=VIDEO_LIST_PARAMETERS,
+            description="Viewers do not see other people's `private` videos; editors and admins see all.")},
+        "/api/videos/{video_id}": {
+            "get": _op("One video", "videos", {"200": _json(_ref("Video")), **VIDEO_ERRORS}, parameters=video_id),
+            "patch": _op(
+                "Edit a video's title, description or visibility", "videos",
+                {"200": _json(_ref("Video")), "400": BAD_BODY["400"], **VIDEO_ERRORS, **forbidden,
+                 "422": _error("`validation_error`: a field is invalid, or none of them was sent")},
+                parameters=video_id,
+                body={"type": "object", "description": "At least one of the fields.",
+                      "anyOf": [{"required": ["title"]}, {"required": ["description"]}, {"required": ["visibility"]}],
+                      "properties": {
+                          "title": {"type": "string", "minLength": 1, "maxLength": 200,
+                                    "description": "whitespace is folded before the length is checked"},
+                          "description": {"type": "string", "maxLength": 5000},
+                          "visibility": {"type": "string", "enum": list(VISIBILITIES)}}}),
+            "delete": _op("Delete a video: every file and record of it, an unfinished upload's included", "videos",
+                          {"204": {"description": "Deleted"}, **VIDEO_ERRORS, **forbidden}, parameters=video_id),
+        },
+    }
+
+
 @cache
 def spec() -> dict[str, Any]:
     return {
@@ -171,10 +465,17 @@ def spec() -> dict[str, Any]:
                  "description": "Multi-tenant video platform. Errors are always "
                                 "`{\"error\": {\"code\": \"snake_case\", \"message\": \"…\"}}`."},
         "servers": [{"url": "/"}],
-        "tags": [{"name": "auth"}, {"name": "users", "description": "admin only"}, {"name": "operations"}],
+        "tags": [{"name": "auth"}, {"name": "users", "description": "admin only"},
+                 {"name": "uploads", "description": f"Resumable uploads, tus {TUS_VERSION} with the extensions "
+                                                    f"{EXTENSIONS.replace(',', ', ')} (https://tus.io/protocols/"
+                                                    "resumable-upload). Every response carries Tus-Resumable."},
+                 {"name": "videos", "description": "The organisation's video library"},
+                 {"name": "operations"}],
         "paths": _paths(),
         "components": {
             "schemas": SCHEMAS,
+            "parameters": PARAMETERS,
+            "headers": HEADERS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
         "security": [{"bearer": []}],

@@ -36,7 +36,7 @@ class EmbeddedServer(BaseApplication):
             "accesslog": None,  # services.web writes the access log, with request ids
             "control_socket_disable": True,  # a shared ~/.gunicorn socket would clash between instances
             "logconfig_dict": LOG_CONFIG,
-            "when_ready": self._announce,
+            "post_worker_init": self._announce,  # after the app loaded: the URL is printed only once it works
         }
         super().__init__()
 
@@ -50,7 +50,7 @@ class EmbeddedServer(BaseApplication):
         configure_logging(self.config.log_level)
         return create_app(self.config)
 
-    def _announce(self, _server) -> None:
+    def _announce(self, _worker) -> None:
         host = "localhost" if self.config.host in ("0.0.0.0", "::", "127.0.0.1") else self.config.host
         print(f"Reelhouse is running at http://{host}:{self.config.port}/  "
               f"(API docs: http://{host}:{self.config.port}/api/docs; data in {self.config.data_dir})",

@@ -14,11 +14,14 @@ from typing import BinaryIO
 
 from services.ports.metadata import new_id
 from services.ports.objects import (
+    MAX_PART_NUMBER,
+    MIN_PART_SIZE,
     InvalidKey,
     MultipartUploads,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    check_parts,
     guess_content_type,
     validate_key,
     validate_prefix,
@@ -165,6 +168,18 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
 
+    def staging_path(self, name: str) -> Path | None:
+        validate_key(name)
+        directory = self.root / ".uploads"
+        directory.mkdir(exist_ok=True)
+        return directory / name
+
+    def adopt(self, key: str, path: Path) -> ObjectInfo:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)  # same filesystem as the staging dir: an atomic rename, no copy
+        return self.stat(key)
+
     def ping(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise OSError(f"{self.root} is not writable")
@@ -183,14 +198,19 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
     def create_multipart(self, key: str, content_type: str | None = None) -> str:
         validate_key(key)
         upload_id = new_id()
-        directory = self._parts / upload_id
-        directory.mkdir()
-        (directory / "key").write_text(key)
+        # Built aside and renamed into place, so a lister never sees an upload without its key file.
+        staging = Path(tempfile.mkdtemp(dir=self._tmp, prefix="mpu-"))
+        try:
+            (staging / "key").write_text(key)
+            staging.rename(self._parts / upload_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         return upload_id
 
     def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes | BinaryIO) -> str:
-        if not 1 <= part_number <= 10000:
-            raise ValueError("part numbers run from 1 to 10000")
+        if not 1 <= part_number <= MAX_PART_NUMBER:
+            raise ValueError(f"part numbers run from 1 to {MAX_PART_NUMBER}")
         directory = self._upload_dir(key, upload_id)
         digest = hashlib.md5(usedforsecurity=False)
         self._write_atomically(directory / f"{part_number:05d}.part", data, digest)
@@ -198,11 +218,16 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
 
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:
         directory = self._upload_dir(key, upload_id)
+        parts = check_parts(parts)
         files = []
-        for number, etag in sorted(parts):
+        for index, (number, etag) in enumerate(parts):
             part = directory / f"{number:05d}.part"
             if not part.is_file():
                 raise ValueError(f"part {number} was never uploaded")
+            # S3 refuses parts under 5 MiB but the last: refuse them here too, so code developed against this
+            # store cannot break on S3.
+            if index < len(parts) - 1 and part.stat().st_size < MIN_PART_SIZE:
+                raise ValueError(f"part {number} is smaller than 5 MiB")
             with part.open("rb") as f:
                 digest = hashlib.md5(usedforsecurity=False)
                 while chunk := f.read(_CHUNK):
@@ -225,6 +250,20 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
         except ObjectNotFound:
             return
         shutil.rmtree(directory, ignore_errors=True)
+
+    def list_multipart_uploads(self, prefix: str = "") -> list[tuple[str, str, datetime]]:
+        """`initiated` is the upload directory's mtime: its creation, or the last time a part was stored."""
+        prefix = validate_prefix(prefix)
+        found = []
+        for directory in self._parts.iterdir():
+            try:
+                key = (directory / "key").read_text()
+                initiated = datetime.fromtimestamp(directory.stat().st_mtime, UTC)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # completed or aborted meanwhile, or a stray file
+            if key.startswith(prefix):
+                found.append((key, directory.name, initiated))
+        return sorted(found, key=lambda upload: (upload[0], upload[2], upload[1]))
 
 
 class _Concatenation:

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
-
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3's minimum size of every multipart part but the last
 MAX_PART_NUMBER = 10000
 

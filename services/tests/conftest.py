@@ -2,8 +2,8 @@
 
 `metadata_store` runs every repository contract test against each metadata adapter: SQLite on a temp
 file, MongoDB through mongomock and, only when TEST_MONGODB_URL is set, a real MongoDB server (a unique
-database per test, dropped afterwards). `object_store` does the same for object stores; an S3 adapter is
-added by appending a param here.
+database per test, dropped afterwards). `object_store` does the same for object stores: the local directory,
+and S3 on the session's moto server (the root conftest's `s3_store`, a fresh bucket per test).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from services.signing_keys import SigningKey, signing_key_from_pem
 
 METADATA_BACKENDS = ["sqlite", "mongomock"] + (["mongodb"] if os.environ.get("TEST_MONGODB_URL") else [])
-OBJECT_BACKENDS = ["local"]
+OBJECT_BACKENDS = ["local", pytest.param("s3", marks=pytest.mark.infra)]
 
 
 def _open_metadata_store(backend: str, tmp_path):
@@ -71,7 +71,9 @@ def object_store(request, tmp_path):
         from services.adapters.local_objects import LocalObjectStore
 
         yield LocalObjectStore(tmp_path / "objects")
-    else:  # pragma: no cover - future adapters (S3 on a moto server) plug in here
+    elif request.param == "s3":  # on the session's moto server, a fresh bucket per test
+        yield request.getfixturevalue("s3_store")
+    else:
         raise AssertionError(f"unknown object backend {request.param}")
 
 

@@ -130,3 +130,11 @@ def test_config_is_immutable(tmp_path):
     with pytest.raises(AttributeError):
         config.port = 1  # type: ignore[misc]
     assert isinstance(config.data_dir, Path)
+
+
+@pytest.mark.parametrize("name,value", [("AUTH_LOGIN_RATE_LIMIT", "banana"), ("AUTH_REGISTER_RATE_LIMIT", "5 per"),
+                                        ("DATABASE_URL", "mongodb://"), ("TRUSTED_PROXIES", "11")])
+def test_more_malformed_settings_name_their_variable(name, value):
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({name: value})
+    assert name in str(info.value)

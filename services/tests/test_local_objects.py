@@ -130,3 +130,18 @@ def test_stray_hidden_files_are_not_objects(tmp_path):
     assert [info.key for info in store.list("v/")] == ["v/a/seg.m4s"]
     assert store.delete_prefix("v/") == 1
 
+
+
+def test_list_multipart_uploads_reports_recent_activity_as_initiated(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    store = LocalObjectStore(tmp_path / "root")
+    upload_id = store.create_multipart("v/source.mp4")
+    ((key, listed_id, initiated),) = store.list_multipart_uploads()
+    assert (key, listed_id) == ("v/source.mp4", upload_id)
+    assert abs(datetime.now(UTC) - initiated) < timedelta(minutes=1)
+    (store.root / ".multipart" / "stray-file").write_bytes(b"not an upload")
+    (store.root / ".multipart" / "no-key-file").mkdir()
+    assert [u[1] for u in store.list_multipart_uploads()] == [upload_id]
+    store.abort_multipart("v/source.mp4", upload_id)
+    assert store.list_multipart_uploads() == []

@@ -496,3 +496,15 @@ def test_search_combines_with_a_where_on_the_search_field(metadata_store):
     videos.add(video("t1", title="Holiday at sea"))
     assert all_ids(videos, {"title": "Holiday"}, search="holi") == {wanted}
     assert all_ids(videos, {"title": "Holiday"}, search="sea") == set()
+
+
+def test_or_matches_any_branch(metadata_store):
+    videos = metadata_store.videos
+    shared = videos.add(video("t1", title="a", visibility="tenant", owner_id="u1"))["id"]
+    mine = videos.add(video("t1", title="b", visibility="private", owner_id="me"))["id"]
+    videos.add(video("t1", title="c", visibility="private", owner_id="u2"))
+    videos.add(video("t2", title="d", visibility="tenant", owner_id="me"))
+    where = {"tenant_id": "t1", "$or": [{"visibility": {"$ne": "private"}}, {"owner_id": "me"}]}
+    assert all_ids(videos, where) == {shared, mine}
+    assert videos.find(where).total == 2
+    assert all_ids(videos, {"tenant_id": "t1", "$or": []}) == set()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+from datetime import datetime
 
 import pytest
 
-from services.ports.objects import InvalidKey, ObjectInfo, ObjectNotFound, validate_key
+from services.ports.objects import MIN_PART_SIZE, InvalidKey, ObjectInfo, ObjectNotFound, validate_key
 
 DATA = bytes(range(256)) * 40  # 10 240 bytes, every byte value, position-dependent
 
@@ -333,7 +334,10 @@ def test_failed_put_of_a_new_key_creates_nothing(object_store):
 
 # --- multipart ----------------------------------------------------------------------------------------
 
-PARTS = {1: b"A" * 1000 + b"first", 2: b"B" * 700 + b"second", 3: b"C" * 10 + b"third"}
+# Every part but the last must be at least 5 MiB (S3's rule, which the local store enforces as well).
+BIG = MIN_PART_SIZE
+PARTS = {1: b"A" * (BIG - 5) + b"first", 2: b"B" * (BIG + 7) + b"second", 3: b"C" * 10 + b"third"}
+ONE = b"1" * BIG  # a full-size first part
 
 
 def md5_etag(data: bytes) -> str:
@@ -358,15 +362,17 @@ def test_multipart_concatenates_parts_by_number(object_store, order):
 def test_multipart_part_from_a_stream_and_reuploaded_part(object_store):
     upload_id = object_store.create_multipart("mp/s.bin")
     object_store.upload_part("mp/s.bin", upload_id, 1, b"stale")
-    e1 = object_store.upload_part("mp/s.bin", upload_id, 1, io.BytesIO(b"fresh-"))  # last upload wins
+    fresh = b"fresh-" * (BIG // 6 + 1)
+    e1 = object_store.upload_part("mp/s.bin", upload_id, 1, io.BytesIO(fresh))  # last upload wins
     e2 = object_store.upload_part("mp/s.bin", upload_id, 2, OneByteAtATime(b"tail"))
+    assert e1 == md5_etag(fresh) and e2 == md5_etag(b"tail")
     object_store.complete_multipart("mp/s.bin", upload_id, [(1, e1), (2, e2)])
-    assert object_store.read("mp/s.bin") == b"fresh-tail"
+    assert object_store.read("mp/s.bin") == fresh + b"tail"
 
 
 def test_multipart_wrong_etag_raises_and_upload_survives(object_store):
     upload_id = object_store.create_multipart("mp/e.bin")
-    e1 = object_store.upload_part("mp/e.bin", upload_id, 1, b"one")
+    e1 = object_store.upload_part("mp/e.bin", upload_id, 1, ONE)
     e2 = object_store.upload_part("mp/e.bin", upload_id, 2, b"two")
     with pytest.raises(ValueError):
         object_store.complete_multipart("mp/e.bin", upload_id, [(1, e1), (2, md5_etag(b"other"))])
@@ -374,12 +380,43 @@ def test_multipart_wrong_etag_raises_and_upload_survives(object_store):
         object_store.stat("mp/e.bin")
     # The upload is still there and can be completed correctly.
     object_store.complete_multipart("mp/e.bin", upload_id, [(1, e1), (2, e2)])
-    assert object_store.read("mp/e.bin") == b"onetwo"
+    assert object_store.read("mp/e.bin") == ONE + b"two"
+
+
+def test_multipart_small_part_before_the_last_raises_and_upload_survives(object_store):
+    upload_id = object_store.create_multipart("mp/small.bin")
+    e1 = object_store.upload_part("mp/small.bin", upload_id, 1, b"x" * (BIG - 1))  # one byte short
+    e2 = object_store.upload_part("mp/small.bin", upload_id, 2, b"tail")
+    with pytest.raises(ValueError, match="5 MiB"):
+        object_store.complete_multipart("mp/small.bin", upload_id, [(1, e1), (2, e2)])
+    with pytest.raises(ObjectNotFound):
+        object_store.stat("mp/small.bin")
+    e1 = object_store.upload_part("mp/small.bin", upload_id, 1, b"x" * BIG)  # exactly 5 MiB is enough
+    info = object_store.complete_multipart("mp/small.bin", upload_id, [(1, e1), (2, e2)])
+    assert info.size == BIG + 4
+
+
+def test_multipart_a_single_small_part_is_fine(object_store):
+    upload_id = object_store.create_multipart("mp/one-part.bin")
+    e1 = object_store.upload_part("mp/one-part.bin", upload_id, 1, b"short and last")
+    assert object_store.complete_multipart("mp/one-part.bin", upload_id, [(1, e1)]).size == 14
+    assert object_store.read("mp/one-part.bin") == b"short and last"
+
+
+@pytest.mark.parametrize("parts", [[], [(1, "E1"), (1, "E1")]], ids=["no-parts", "repeated-part"])
+def test_multipart_malformed_part_list_raises(object_store, parts):
+    upload_id = object_store.create_multipart("mp/bad.bin")
+    e1 = object_store.upload_part("mp/bad.bin", upload_id, 1, b"data")
+    with pytest.raises(ValueError):
+        object_store.complete_multipart("mp/bad.bin", upload_id, [(n, e1 if e == "E1" else e) for n, e in parts])
+    assert keys(object_store) == []
+    object_store.complete_multipart("mp/bad.bin", upload_id, [(1, e1)])  # still open
+    assert object_store.read("mp/bad.bin") == b"data"
 
 
 def test_multipart_missing_part_raises(object_store):
     upload_id = object_store.create_multipart("mp/m.bin")
-    e1 = object_store.upload_part("mp/m.bin", upload_id, 1, b"one")
+    e1 = object_store.upload_part("mp/m.bin", upload_id, 1, ONE)
     with pytest.raises(ValueError):
         object_store.complete_multipart("mp/m.bin", upload_id, [(1, e1), (2, md5_etag(b"two"))])
     with pytest.raises(ObjectNotFound):
@@ -422,3 +459,39 @@ def test_completed_upload_cannot_be_completed_twice(object_store):
     with pytest.raises(ObjectNotFound):
         object_store.complete_multipart("mp/c.bin", upload_id, [(1, e1)])
     assert object_store.read("mp/c.bin") == b"data"
+
+
+# --- listing unfinished uploads -----------------------------------------------------------------------
+
+
+def test_list_multipart_uploads_shows_open_uploads_only(object_store):
+    assert object_store.list_multipart_uploads() == []
+    a = object_store.create_multipart("up/a.mp4")
+    b = object_store.create_multipart("up/b.mp4")
+    other = object_store.create_multipart("elsewhere/c.mp4")
+    object_store.upload_part("up/a.mp4", a, 1, b"x")
+    listed = object_store.list_multipart_uploads()
+    assert [(key, upload_id) for key, upload_id, _ in listed] == [
+        ("elsewhere/c.mp4", other), ("up/a.mp4", a), ("up/b.mp4", b)]
+    for _, _, initiated in listed:
+        assert isinstance(initiated, datetime) and initiated.tzinfo is not None
+    assert [upload_id for _, upload_id, _ in object_store.list_multipart_uploads("up/")] == [a, b]
+    assert object_store.list_multipart_uploads("nothing/") == []
+    e1 = object_store.upload_part("up/b.mp4", b, 1, b"y")
+    object_store.complete_multipart("up/b.mp4", b, [(1, e1)])
+    object_store.abort_multipart("elsewhere/c.mp4", other)
+    assert [(key, upload_id) for key, upload_id, _ in object_store.list_multipart_uploads()] == [("up/a.mp4", a)]
+    assert keys(object_store) == ["up/b.mp4"]  # open uploads are not objects
+
+
+def test_list_multipart_uploads_with_invalid_prefix_raises(object_store):
+    with pytest.raises(InvalidKey):
+        object_store.list_multipart_uploads("../")
+
+
+def test_abort_with_another_keys_upload_id_aborts_nothing(object_store):
+    upload_id = object_store.create_multipart("mp/mine.bin")
+    e1 = object_store.upload_part("mp/mine.bin", upload_id, 1, b"mine")
+    object_store.abort_multipart("mp/theirs.bin", upload_id)
+    object_store.complete_multipart("mp/mine.bin", upload_id, [(1, e1)])
+    assert object_store.read("mp/mine.bin") == b"mine"

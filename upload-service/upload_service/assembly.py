@@ -101,9 +101,9 @@ class FileAssembler(Assembler):
         key = keys.original_key(upload["tenant_id"], upload["id"])
         path = self._path(upload)
         if not path.exists():
-            return self.store.stat(key)  # moved into place by an earlier attempt
-        if upload["length"] == 0:
-            path.write_bytes(b"")
+            if upload["length"]:
+                return self.store.stat(key)  # moved into place by an earlier attempt
+            path.write_bytes(b"")  # an empty upload never wrote a byte
         return self.store.adopt(key, path)
 
     def discard(self, upload):
@@ -187,9 +187,12 @@ class MultipartAssembler(Assembler):
                     etag = self._upload_part(key, multipart_id, len(parts) + 1, staged, empty)
                 parts.append([len(parts) + 1, etag, sum(size for _, size in staged)])
             info = self.store.complete_multipart(key, multipart_id, [(n, etag) for n, etag, _ in parts])
-        except (ObjectNotFound, ValueError):
+        except (ObjectNotFound, ValueError) as error:
             # Completed by an earlier attempt whose record update was lost: the object is there already.
-            info = self.store.stat(key)
+            try:
+                info = self.store.stat(key)
+            except ObjectNotFound:
+                raise error from None
         self.store.delete_prefix(keys.upload_staging_prefix(upload["tenant_id"], upload["id"]))
         return info
 

@@ -7,8 +7,8 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 
 from services.errors import ApiError
 
@@ -44,7 +44,8 @@ def parse_metadata(header: str | None) -> dict[str, str]:
     for pair in header.split(","):
         parts = pair.strip().split(" ")
         if len(parts) > 2 or not _KEY.fullmatch(parts[0]):
-            raise ApiError(400, "invalid_metadata", "Upload-Metadata must be `key base64value` pairs separated by commas.")
+            raise ApiError(400, "invalid_metadata",
+                           "Upload-Metadata must be `key base64value` pairs separated by commas.")
         key = parts[0]
         if key in result:
             raise ApiError(400, "invalid_metadata", f"Upload-Metadata names {key!r} twice.")
