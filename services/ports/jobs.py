@@ -1,10 +1,10 @@
-"""Job queue port: durable work items with explicit ack/nack and redelivery."""
+"""Job queue port: durable work items with explicit ack/nack, delayed retries and dead-lettering."""
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 LANES = ("express", "bulk")
@@ -12,18 +12,24 @@ LANES = ("express", "bulk")
 
 
 class Delivery(ABC):
-    """One delivered job. Exactly one of ack() or nack() settles it."""
+    """One delivered job. Exactly one of ack(), nack() or retry() settles it; any thread may call them."""
 
     body: dict[str, Any]
     redelivered: bool
     lane: str
+    attempt: int
+    """1 for the first delivery; counts redeliveries and retries."""
 
     @abstractmethod
     def ack(self) -> None: ...
 
     @abstractmethod
     def nack(self, requeue: bool = True) -> None:
-        """Hand the job back (requeue=True) or give it up (dead-letter where the adapter has one)."""
+        """Hand the job back now (requeue=True), or give it up: it goes to the dead-letter queue."""
+
+    @abstractmethod
+    def retry(self, delay: float) -> None:
+        """Settle this delivery and deliver the job again after `delay` seconds, with attempt + 1."""
 
 
 class JobQueue(ABC):
@@ -32,8 +38,12 @@ class JobQueue(ABC):
         """Returns once the job is safely stored (publisher confirm on RabbitMQ)."""
 
     @abstractmethod
-    def consume(self, handler: Callable[[Delivery], None], stop: threading.Event) -> None:
-        """Call handler for each job until stop is set; express before bulk. Blocks."""
+    def consume(self, handler: Callable[[Delivery], None], stop: threading.Event,
+                lanes: Sequence[str] = LANES) -> None:
+        """Call handler for one job at a time from `lanes` (express first) until stop is set. Blocks.
+
+        The handler may settle the delivery itself or return; a job the handler leaves unsettled is handed back.
+        Several consumers (threads or processes) share the work."""
 
     def ping(self) -> None:  # noqa: B027 - optional hook
         pass

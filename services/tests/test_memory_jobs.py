@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -220,3 +221,54 @@ def test_competing_consumers_each_job_exactly_once(queue):
     stop.set()
     assert not any(t.is_alive() for t in threads)
     assert sorted(got) == list(range(total))
+
+
+def _one(queue, lanes=("express", "bulk"), timeout=3.0):
+    got, stop = [], threading.Event()
+
+    def handler(delivery):
+        got.append(delivery)
+        stop.set()
+        delivery.ack()
+
+    worker = threading.Thread(target=queue.consume, args=(handler, stop), kwargs={"lanes": lanes})
+    worker.start()
+    worker.join(timeout)
+    stop.set()
+    worker.join()
+    return got[0] if got else None
+
+
+def test_consumers_can_be_limited_to_lanes():
+    queue = MemoryJobQueue()
+    queue.publish({"n": "long"}, lane="bulk")
+    assert _one(queue, lanes=("express",), timeout=0.5) is None  # an express-only consumer leaves bulk alone
+    queue.publish({"n": "short"}, lane="express")
+    assert _one(queue, lanes=("express",)).body == {"n": "short"}
+    assert _one(queue, lanes=("bulk",)).body == {"n": "long"}
+
+
+def test_retry_redelivers_after_the_delay_with_the_next_attempt():
+    queue = MemoryJobQueue()
+    queue.publish({"n": 1})
+    stop, seen = threading.Event(), []
+
+    def handler(delivery):
+        seen.append((delivery.attempt, delivery.redelivered, time.monotonic()))
+        if delivery.attempt < 3:
+            delivery.retry(0.2)
+        else:
+            delivery.ack()
+            stop.set()
+
+    worker = threading.Thread(target=queue.consume, args=(handler, stop))
+    worker.start()
+    worker.join(5)
+    stop.set()
+    assert [(a, r) for a, r, _ in seen] == [(1, False), (2, True), (3, True)]
+    assert seen[1][2] - seen[0][2] >= 0.19 and seen[2][2] - seen[1][2] >= 0.19
+
+
+def test_unknown_lanes_are_refused():
+    with pytest.raises(ValueError):
+        MemoryJobQueue().consume(lambda d: None, threading.Event(), lanes=("urgent",))
