@@ -15,11 +15,12 @@ from services.config import Config
 from services.web import create_base_app
 
 
-def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+def create_app(config: Config | None = None, deps: Dependencies | None = None, *, background: bool = False) -> Flask:
+    """`background=True` starts what a long-running server runs beside requests (sweeper, workers)."""
     deps = deps or bootstrap(config)
     services = {
         "auth": auth_service.create_app(deps=deps),
-        "upload": upload_service.create_app(deps=deps),
+        "upload": upload_service.create_app(deps=deps, background=background),
         "stream": stream_service.create_app(deps=deps),
         "notify": notify_service.create_app(deps=deps),
     }

@@ -48,7 +48,7 @@ class EmbeddedServer(BaseApplication):
         from reelhouse_gateway import create_app
 
         configure_logging(self.config.log_level)
-        return create_app(self.config)
+        return create_app(self.config, background=True)
 
     def _announce(self, _worker) -> None:
         host = "localhost" if self.config.host in ("0.0.0.0", "::", "127.0.0.1") else self.config.host

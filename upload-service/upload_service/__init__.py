@@ -9,6 +9,7 @@ from services.config import Config
 from services.web import create_base_app
 from upload_service import tus, videos
 from upload_service.assembly import assembler_for
+from upload_service.sweeper import start_sweeper
 
 
 class MethodOverride:
@@ -26,13 +27,16 @@ class MethodOverride:
         return self.app(environ, start_response)
 
 
-def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+def create_app(config: Config | None = None, deps: Dependencies | None = None, *, background: bool = False) -> Flask:
+    """`background=True` (long-running servers, not tests) also starts the upload sweeper."""
     deps = deps or bootstrap(config)
     app = create_base_app("upload-service", deps, readiness=readiness_checks(deps), import_name=__name__)
     app.extensions["assembler"] = assembler_for(deps.objects, deps.config.upload_part_size)
     app.register_blueprint(tus.bp)
     app.register_blueprint(videos.bp)
     app.wsgi_app = MethodOverride(app.wsgi_app)
+    if background:
+        app.extensions["upload.sweeper"] = start_sweeper(deps, app.extensions["assembler"])
     return app
 
 

@@ -1,0 +1,1 @@
+"""Media functions of the transcode worker: ladder, one-pass HLS, early publishing, images, remux; no broker."""

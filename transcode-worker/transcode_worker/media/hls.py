@@ -1,0 +1,98 @@
+"""The ffmpeg command of the ladder: decode once, split, scale and encode every rung into fMP4 HLS."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+
+from services.media import FORMAT_WHITELIST, Probe
+
+from .ladder import Rung
+from .runner import ffmpeg_binary
+
+MASTER_NAME = "master.m3u8"
+PLAYLIST_NAME = "index.m3u8"
+INIT_NAME = "init.mp4"
+SEGMENT_PATTERN = "seg_%05d.m4s"
+MAX_FPS = 60
+DEFAULT_FPS = 30
+
+
+def input_options(source: str) -> dict:
+    """Input options for any ffmpeg reading an uploaded file: only container demuxers, only file/web protocols,
+    so a crafted upload (an HLS or concat playlist in disguise) cannot make ffmpeg open other files or hosts."""
+    remote = str(source).startswith(("http://", "https://"))
+    # Narrower than "file,http,https,tcp,tls": a local file has no business opening URLs, nor a URL local files.
+    return {"protocol_whitelist": "http,https,tcp,tls" if remote else "file", "format_whitelist": FORMAT_WHITELIST}
+
+
+def output_fps(probe: Probe) -> Fraction:
+    """A constant output rate near the source's: a fixed GOP only means fixed time with a constant rate."""
+    fps = probe.fps or 0.0
+    if not 1 <= fps <= 240:
+        return Fraction(DEFAULT_FPS)  # unknown or absurd (VFR files report all sorts): a safe default
+    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001, 23.976 -> 24000/1001
+    while rate > MAX_FPS:
+        rate /= 2  # 120 -> 60, 100 -> 50: every other frame, still smooth
+    return rate
+
+
+def gop_frames(fps: Fraction, segment_seconds: float) -> int:
+    return max(1, round(fps * Fraction(segment_seconds).limit_denominator(1000)))
+
+
+def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Probe, *, segment_seconds: float = 2,
+                preset: str = "veryfast", readrate: float | None = None) -> list[str]:
+    """argv of ONE ffmpeg process writing `<out_dir>/<rung>/index.m3u8` (+ init.mp4, seg_NNNNN.m4s) per rung
+    and `<out_dir>/master.m3u8`. `readrate` throttles reading the input (× realtime), e.g. to share a machine."""
+    if not rungs:
+        raise ValueError("no rungs")
+    out_dir = Path(out_dir).absolute()
+    if "%" in str(out_dir):
+        raise ValueError("the output directory must not contain '%' (ffmpeg expands it)")
+    fps = output_fps(probe)
+    gop = gop_frames(fps, segment_seconds)
+    in_options = input_options(source)
+    if readrate:
+        in_options["readrate"] = str(readrate)
+    stream = ffmpeg.input(source, **in_options)
+    # Shared work happens once, before the split: a constant frame rate (so GOPs of `gop` frames are segments of
+    # equal length in every rung) and 8-bit 4:2:0 (10-bit or 4:4:4 H.264 does not play in browsers).
+    video = (stream.video.filter("fps", fps=str(fps)).filter("format", "yuv420p")
+             .filter_multi_output("split", len(rungs)))
+    audio = stream.audio.filter_multi_output("asplit", len(rungs)) if probe.audio_codec else None
+    outputs, options, stream_map = [], {}, []
+    for index, rung in enumerate(rungs):
+        # setsar=1: square pixels; the sizes were computed from the displayed aspect already.
+        outputs.append(video[index].filter("scale", rung.width, rung.height).filter("setsar", 1))
+        options[f"b:v:{index}"] = str(rung.video_bitrate)
+        options[f"maxrate:v:{index}"] = str(rung.maxrate)
+        options[f"bufsize:v:{index}"] = str(rung.bufsize)
+        if audio is not None:
+            outputs.append(audio[index])
+            options[f"b:a:{index}"] = str(rung.audio_bitrate)
+            stream_map.append(f"v:{index},a:{index},name:{rung.name}")
+        else:
+            stream_map.append(f"v:{index},name:{rung.name}")
+    options.update({
+        "c:v": "libx264", "preset": preset, "profile:v": "high",
+        # Keyframes at the same instants in every rung, so a player can switch rungs at any segment boundary:
+        # a fixed GOP, no extra keyframes on scene cuts, and keyframes forced on the segment grid.
+        "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
+        "force_key_frames": f"expr:gte(t,n_forced*{segment_seconds})",
+        "f": "hls", "hls_time": str(segment_seconds), "hls_segment_type": "fmp4",
+        "hls_fmp4_init_filename": INIT_NAME,
+        "hls_segment_filename": str(out_dir / "%v" / SEGMENT_PATTERN),
+        # EVENT: players may start while segments are still being added; VOD is written at the end (publisher).
+        # temp_file: playlists are renamed into place, so a reader never sees half a playlist.
+        "hls_playlist_type": "event", "hls_flags": "independent_segments+temp_file",
+        "hls_list_size": "0", "var_stream_map": " ".join(stream_map), "master_pl_name": MASTER_NAME,
+    })
+    if audio is not None:
+        options.update({"c:a": "aac", "ac": "2"})  # stereo AAC-LC: what every browser plays
+    return (ffmpeg.output(*outputs, str(out_dir / "%v" / PLAYLIST_NAME), **options)
+            .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats")
+            .overwrite_output()
+            .compile(cmd=ffmpeg_binary()))
