@@ -26,6 +26,7 @@ class Config:
     database_url: str = ""
     storage_url: str = ""
     broker_url: str = "memory://"
+    broker_namespace: str = "reelhouse"
     s3_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
@@ -48,6 +49,10 @@ class Config:
     upload_part_size: int = 8 * 1024**2
     express_max_duration: int = 120
     trusted_proxies: int = 0
+    worker_concurrency: int = 1
+    worker_grace: int = 30
+    job_max_attempts: int = 3
+    work_dir: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -80,6 +85,7 @@ class Config:
             database_url=env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'reelhouse.db'}",
             storage_url=env.get("STORAGE_URL") or (data_dir / "objects").as_uri(),
             broker_url=env.get("BROKER_URL") or "memory://",
+            broker_namespace=env.get("BROKER_NAMESPACE") or "reelhouse",
             s3_endpoint_url=env.get("S3_ENDPOINT_URL") or None,
             aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
             aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
@@ -102,6 +108,10 @@ class Config:
             upload_part_size=_int(env, "UPLOAD_PART_SIZE", 8 * 1024**2, 5 * 1024**2, 512 * 1024**2),
             express_max_duration=_int(env, "EXPRESS_MAX_DURATION", 120, 0, 24 * 3600),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
+            worker_concurrency=_int(env, "WORKER_CONCURRENCY", 1, 0, 64),
+            worker_grace=_int(env, "WORKER_GRACE_SECONDS", 30, 0, 24 * 3600),
+            job_max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 3, 1, 20),
+            work_dir=Path(env["WORK_DIR"]) if env.get("WORK_DIR") else None,
         )
         values.update(overrides)
         config = cls(**values)
@@ -121,6 +131,9 @@ class Config:
         if self.storage_url.startswith("file:"):
             file_path(self.storage_url)
         _check_url("BROKER_URL", self.broker_url, {"memory", "amqp", "amqps"})
+        if not _NAMESPACE.fullmatch(self.broker_namespace):
+            raise ConfigError(f"BROKER_NAMESPACE: {self.broker_namespace!r} must be 1-100 lowercase letters, digits, "
+                              "'_', '.' or '-' (it prefixes the RabbitMQ queue and exchange names)")
         if self.s3_endpoint_url:
             _check_url("S3_ENDPOINT_URL", self.s3_endpoint_url, {"http", "https"})
         if self.auth_url:
@@ -153,6 +166,7 @@ def sqlite_path(url: str) -> Path:
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]")
 _REGION = re.compile(r"[a-z0-9][a-z0-9\-]{0,62}")
+_NAMESPACE = re.compile(r"[a-z0-9_.\-]{1,100}")
 
 
 def s3_bucket(url: str) -> str:

@@ -31,4 +31,15 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None, *
     app.register_blueprint(frontend.bp)
     app.extensions["reelhouse.services"] = services
     app.wsgi_app = PrefixDispatcher(app.wsgi_app, {prefix: services[name] for prefix, name in ROUTES})
+    if background and deps.config.worker_concurrency:
+        app.extensions["worker"] = start_embedded_worker(deps)
     return app
+
+
+def start_embedded_worker(deps: Dependencies):
+    """Worker threads in the embedded process; its in-memory queue is refilled from unfinished videos first."""
+    from transcode_worker.worker import Worker, recover_unfinished
+
+    if deps.config.broker_url.startswith("memory:"):
+        recover_unfinished(deps)
+    return Worker(deps, deps.config.worker_concurrency).start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from transcode_worker.cli import worker
 from upload_service.cli import login, logout, upload
 
 from services.config import Config, ConfigError
@@ -46,3 +47,4 @@ def check_config() -> None:
 main.add_command(login)
 main.add_command(logout)
 main.add_command(upload)
+main.add_command(worker)

@@ -1,0 +1,169 @@
+"""One transcode job, from a queued video to `ready` or `failed`, with the record and events kept current.
+
+Media work happens in `transcode_worker.media` (no broker, no metadata); this module binds it to them."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from typing import Any
+
+from services import keys
+from services.bootstrap import Dependencies
+from services.local_files import available_locally
+from services.media import MediaError, probe
+from services.ports import Delivery
+from services.videos import record_and_publish
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.5  # at most two progress events a second
+DELETED_CHECK_INTERVAL = 2.0
+RETRY_BASE_SECONDS = 5.0  # doubled per attempt, at most 5 minutes
+
+
+class VideoDeleted(Exception):
+    pass
+
+
+class JobReport:
+    """Callbacks for the pipeline: progress (throttled), renditions, early playback; notices deletion."""
+
+    def __init__(self, deps: Dependencies, video_id: str, tenant_id: str, cancel: threading.Event):
+        self.deps, self.video_id, self.tenant_id, self.cancel = deps, video_id, tenant_id, cancel
+        self.renditions: list[dict[str, Any]] = []
+        self.deleted = False
+        self._last_progress = 0.0
+        self._last_check = time.monotonic()
+
+    def _publish(self, changes: dict, events: list[tuple[str, dict]]) -> None:
+        video = record_and_publish(self.deps.metadata.videos, self.deps.events, self.video_id, changes, events,
+                                   when=lambda v: v["status"] == "processing")
+        if video is None:
+            self._gone()
+
+    def _gone(self) -> None:
+        if self.deps.metadata.videos.get(self.video_id) is None:
+            self.deleted = True
+            self.cancel.set()  # stops ffmpeg; the job then removes what was written
+
+    def progress(self, stage: str, percent: float) -> None:
+        now = time.monotonic()
+        if now - self._last_check >= DELETED_CHECK_INTERVAL:
+            self._last_check = now
+            self._gone()
+        if now - self._last_progress < PROGRESS_INTERVAL and percent < 100:
+            return
+        self._last_progress = now
+        percent = max(0, min(100, round(percent, 1)))
+        self._publish({"progress": percent, "stage": stage},
+                      [("video.progress", {"stage": stage, "percent": percent})])
+
+    def rendition_ready(self, rung: Any) -> None:
+        rendition = {"name": rung.name, "width": rung.width, "height": rung.height,
+                     "bitrate": getattr(rung, "video_bitrate", None) or getattr(rung, "bitrate", None)}
+        self.renditions = [r for r in self.renditions if r["name"] != rendition["name"]] + [rendition]
+        self._publish({"renditions": list(self.renditions)},
+                      [("video.rendition_ready", {"rendition": rendition["name"]})])
+
+    def original_ready(self) -> None:
+        self._publish({"original_playable": True}, [])
+
+    def hls_started(self) -> None:
+        self._publish({"hls_available": True}, [])
+
+
+def remove_outputs(deps: Dependencies, tenant_id: str, video_id: str) -> None:
+    deps.objects.delete_prefix(keys.video_prefix(tenant_id, video_id))
+
+
+def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> None:
+    """Process one delivery and settle it: ack when done (or pointless), retry/dead-letter on failure,
+    nack(requeue) when the worker is shutting down."""
+    body = delivery.body
+    video_id, tenant_id = body.get("video_id"), body.get("tenant_id")
+    videos = deps.metadata.videos
+    video = videos.get(video_id, tenant_id=tenant_id) if video_id and tenant_id else None
+    if video is None:
+        if video_id and tenant_id:
+            remove_outputs(deps, tenant_id, video_id)  # deleted before we got to it
+        delivery.ack()
+        return
+    if video["status"] in ("ready", "failed"):
+        delivery.ack()  # a duplicate of a job that already finished
+        return
+    started = record_and_publish(videos, deps.events, video_id,
+                                 {"status": "processing", "progress": 0, "stage": "probe", "error": None},
+                                 [("video.status", {"status": "processing"})],
+                                 when=lambda v: v["status"] in ("uploading", "uploaded", "processing"))
+    if started is None:
+        delivery.ack()
+        return
+    report = JobReport(deps, video_id, tenant_id, cancel)
+    log.info("transcode started", extra={"video_id": video_id, "attempt": delivery.attempt})
+    try:
+        result = _transcode(deps, body.get("source_key") or keys.original_key(tenant_id, video_id), tenant_id,
+                            video_id, report, cancel)
+    except MediaError as error:
+        _fail(deps, tenant_id, video_id, str(error))
+        delivery.ack()  # permanent: retrying cannot help
+        return
+    except Exception as error:
+        if report.deleted:
+            remove_outputs(deps, tenant_id, video_id)
+            delivery.ack()
+            return
+        if cancel.is_set():
+            log.info("transcode handed back", extra={"video_id": video_id})
+            delivery.nack(requeue=True)
+            return
+        reason = _reason(error)
+        if delivery.attempt < deps.config.job_max_attempts:
+            delay = min(300.0, RETRY_BASE_SECONDS * 2 ** (delivery.attempt - 1))
+            log.warning("transcode failed, retrying in %.0f s: %s", delay, reason,
+                        extra={"video_id": video_id, "attempt": delivery.attempt})
+            delivery.retry(delay)
+            return
+        _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt} attempts: {reason}")
+        delivery.nack(requeue=False)  # to the dead-letter queue, for an operator to look at
+        return
+    finished = record_and_publish(
+        videos, deps.events, video_id,
+        {"status": "ready", "progress": 100, "stage": "done", "renditions": result.renditions,
+         "duration": result.duration, "width": result.width, "height": result.height, "outputs": result.outputs,
+         "original_playable": result.original_playable, "hls_available": True, "error": None},
+        [("video.status", {"status": "ready"}), ("video.ready", {})],
+        when=lambda v: v["status"] == "processing",
+    )
+    if finished is None and videos.get(video_id) is None:
+        remove_outputs(deps, tenant_id, video_id)  # deleted in the last moment
+    log.info("transcode finished", extra={"video_id": video_id, "renditions": len(result.renditions)})
+    delivery.ack()
+
+
+def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: str, report: JobReport,
+               cancel: threading.Event):
+    from transcode_worker.media.pipeline import transcode
+
+    with available_locally(deps.objects, source_key) as source, \
+            tempfile.TemporaryDirectory(prefix="reelhouse-job-", dir=deps.config.work_dir) as work_dir:
+        media = probe(source)
+        return transcode(deps.objects, source, media, tenant_id, video_id, work_dir=work_dir,
+                         on_progress=report.progress, on_rendition_ready=report.rendition_ready,
+                         on_original_ready=report.original_ready, cancel=cancel)
+
+
+def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str) -> None:
+    remove_outputs(deps, tenant_id, video_id)
+    record_and_publish(deps.metadata.videos, deps.events, video_id,
+                       {"status": "failed", "error": error, "progress": 0},
+                       [("video.status", {"status": "failed"}), ("video.failed", {"error": error})],
+                       when=lambda v: v["status"] not in ("ready", "failed"))
+    log.info("transcode failed", extra={"video_id": video_id, "reason": error})
+
+
+def _reason(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[-1] if text else type(error).__name__)[:300]
