@@ -45,7 +45,11 @@ def jobs_from_config(config: Config) -> JobQueue:
         from services.adapters.memory_jobs import MemoryJobQueue
 
         return MemoryJobQueue()
-    raise ConfigError("BROKER_URL: the RabbitMQ job queue is not part of this build yet; use memory://")
+    if config.broker_url.startswith(("amqp:", "amqps:")):
+        from services.adapters.rabbitmq_jobs import RabbitJobQueue
+
+        return RabbitJobQueue(config.broker_url, namespace=config.broker_namespace)
+    raise ConfigError(f"BROKER_URL: {config.broker_url!r} must start with memory://, amqp:// or amqps://")
 
 
 def events_from_config(config: Config) -> EventBus:
@@ -53,7 +57,11 @@ def events_from_config(config: Config) -> EventBus:
         from services.adapters.memory_events import MemoryEventBus
 
         return MemoryEventBus()
-    raise ConfigError("BROKER_URL: the RabbitMQ event bus is not part of this build yet; use memory://")
+    if config.broker_url.startswith(("amqp:", "amqps:")):
+        from services.adapters.rabbitmq_events import RabbitEventBus
+
+        return RabbitEventBus(config.broker_url, namespace=config.broker_namespace)
+    raise ConfigError(f"BROKER_URL: {config.broker_url!r} must start with memory://, amqp:// or amqps://")
 
 
 class Dependencies:

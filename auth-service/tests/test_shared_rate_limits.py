@@ -6,8 +6,8 @@ import secrets
 import socket
 
 import pytest
-from auth_service import create_app
 
+from auth_service import create_app
 from services.testing import STRONG_PASSWORD, assert_error, require_infra
 
 REDIS = ("127.0.0.1", 6379)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from flask import Flask
+
 import auth_service
 import notify_service
 import stream_service
 import upload_service
-from flask import Flask
-
 from reelhouse_gateway import docs, frontend
 from reelhouse_gateway.routing import ROUTES, PrefixDispatcher
 from services.bootstrap import Dependencies, bootstrap

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import click
-from transcode_worker.cli import worker
-from upload_service.cli import login, logout, upload
 
 from services.config import Config, ConfigError
+from transcode_worker.cli import worker
+from upload_service.cli import login, logout, upload
 
 
 def _config(**overrides) -> Config:

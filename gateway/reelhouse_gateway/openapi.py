@@ -5,9 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from upload_service.protocol import CHECKSUM_ALGORITHMS, EXTENSIONS, OFFSET_CONTENT_TYPE, TUS_VERSION
-
 from services.videos import DEFAULT_VISIBILITY, STATUSES, VISIBILITIES
+from upload_service.protocol import CHECKSUM_ALGORITHMS, EXTENSIONS, OFFSET_CONTENT_TYPE, TUS_VERSION
 
 
 def _ref(name: str) -> dict:

@@ -14,8 +14,8 @@ from flask import Flask
 from openapi_schema_validator import OAS31Validator
 from openapi_schema_validator import validate as validate_schema
 from openapi_spec_validator import validate
-from reelhouse_gateway import create_app
 
+from reelhouse_gateway import create_app
 from services.bootstrap import bootstrap
 from services.logs import configure_logging
 from services.testing import assert_error

@@ -151,7 +151,6 @@ def test_resume_after_a_connection_dies_mid_patch(live, api, editor, deps, media
 def test_a_restarted_service_resumes_from_the_metadata(upload_config, store_kind, request, media):
     """A second app instance (a new process, as far as state goes) continues where the first stopped."""
     from reelhouse_gateway import create_app
-
     from services.bootstrap import bootstrap
     from services.testing import Api
 

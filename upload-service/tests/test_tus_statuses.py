@@ -9,10 +9,10 @@ import time
 
 import pytest
 import requests
-from upload_service.sweeper import sweep
 
 from services import keys
 from services.testing import STRONG_PASSWORD, assert_error
+from upload_service.sweeper import sweep
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = {"Content-Type": "application/offset+octet-stream"}
