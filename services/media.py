@@ -72,7 +72,7 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
     }
     try:
         container = av.open(source, options=options, timeout=(timeout, timeout))
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+    except Exception as error:  # PyAV raises many kinds for hostile input; every one means "not usable"
         raise MediaError(f"The file cannot be read as a video ({_reason(error)}).") from None
     try:
         if not container.streams.video:
@@ -87,6 +87,9 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
         duration = _duration(container, stream)
         if duration is None or duration <= 0:
             raise MediaError("The video has no duration (is the file truncated?).")
+        # The video track's own length: a still picture over a longer song is complete, not truncated.
+        track = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else duration
+        _check_complete(container, stream, min(duration, track))
         audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
         return Probe(
             container=container.format.name, duration=round(duration, 3), width=frame.width, height=frame.height,
@@ -96,6 +99,26 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
         )
     finally:
         container.close()
+
+
+def _check_complete(container, stream, duration: float) -> None:
+    """The header may promise more than the file holds (a faststart MP4 cut short): demux the last seconds."""
+    tolerance = max(1.0, 0.05 * duration)
+    try:
+        container.seek(int(max(0.0, duration - tolerance - 2) * 1_000_000), backward=True, any_frame=False)
+        for count, packet in enumerate(container.demux(stream)):
+            if packet.pts is not None and packet.time_base is not None:
+                if float(packet.pts * packet.time_base) - _start(stream) >= duration - tolerance:
+                    return
+            if count > 20_000:
+                break
+    except (av.FFmpegError, OSError):
+        pass
+    raise MediaError("The file is truncated: it ends before the duration its header announces.")
+
+
+def _start(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time and stream.time_base else 0.0
 
 
 def _duration(container, stream) -> float | None:

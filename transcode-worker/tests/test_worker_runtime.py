@@ -28,6 +28,9 @@ class FakeRung:
     height: int
     video_bitrate: int
 
+    def as_rendition(self) -> dict:
+        return {"name": self.name, "width": self.width, "height": self.height, "bitrate": self.video_bitrate}
+
 
 @dataclass
 class FakeResult:

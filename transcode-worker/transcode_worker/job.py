@@ -62,8 +62,7 @@ class JobReport:
                       [("video.progress", {"stage": stage, "percent": percent})])
 
     def rendition_ready(self, rung: Any) -> None:
-        rendition = {"name": rung.name, "width": rung.width, "height": rung.height,
-                     "bitrate": getattr(rung, "video_bitrate", None) or getattr(rung, "bitrate", None)}
+        rendition = rung.as_rendition()
         self.renditions = [r for r in self.renditions if r["name"] != rendition["name"]] + [rendition]
         self._publish({"renditions": list(self.renditions)},
                       [("video.rendition_ready", {"rendition": rendition["name"]})])
@@ -152,7 +151,7 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
         media = probe(source)
         return transcode(deps.objects, source, media, tenant_id, video_id, work_dir=work_dir,
                          on_progress=report.progress, on_rendition_ready=report.rendition_ready,
-                         on_original_ready=report.original_ready, cancel=cancel)
+                         on_original_ready=report.original_ready, on_hls_ready=report.hls_started, cancel=cancel)
 
 
 def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str) -> None:

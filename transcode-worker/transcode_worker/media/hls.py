@@ -33,10 +33,20 @@ def output_fps(probe: Probe) -> Fraction:
     fps = probe.fps or 0.0
     if not 1 <= fps <= 240:
         return Fraction(DEFAULT_FPS)  # unknown or absurd (VFR files report all sorts): a safe default
-    rate = Fraction(fps).limit_denominator(1001)  # 29.97 -> 30000/1001, 23.976 -> 24000/1001
+    rate = _snap(fps)
     while rate > MAX_FPS:
         rate /= 2  # 120 -> 60, 100 -> 50: every other frame, still smooth
     return rate
+
+
+def _snap(fps: float) -> Fraction:
+    """The exact rate behind a rounded one: 29.97 -> 30000/1001, 23.976 -> 24000/1001, 25.0 -> 25."""
+    if abs(fps - round(fps)) < 0.01:
+        return Fraction(round(fps))
+    ntsc = round(fps * 1.001)
+    if abs(fps - ntsc * 1000 / 1001) < 0.01:
+        return Fraction(ntsc * 1000, 1001)
+    return Fraction(fps).limit_denominator(1000)
 
 
 def gop_frames(fps: Fraction, segment_seconds: float) -> int:
@@ -44,9 +54,10 @@ def gop_frames(fps: Fraction, segment_seconds: float) -> int:
 
 
 def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Probe, *, segment_seconds: float = 2,
-                preset: str = "veryfast", readrate: float | None = None) -> list[str]:
+                preset: str = "veryfast", readrate: float | None = None, pad_video: bool = False) -> list[str]:
     """argv of ONE ffmpeg process writing `<out_dir>/<rung>/index.m3u8` (+ init.mp4, seg_NNNNN.m4s) per rung
-    and `<out_dir>/master.m3u8`. `readrate` throttles reading the input (× realtime), e.g. to share a machine."""
+    and `<out_dir>/master.m3u8`. `readrate` throttles reading the input (× realtime), e.g. to share a machine.
+    `pad_video`: the video track ends before the audio (a still picture over a song): repeat its last frame."""
     if not rungs:
         raise ValueError("no rungs")
     out_dir = Path(out_dir).absolute()
@@ -60,8 +71,12 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
     stream = ffmpeg.input(source, **in_options)
     # Shared work happens once, before the split: a constant frame rate (so GOPs of `gop` frames are segments of
     # equal length in every rung) and 8-bit 4:2:0 (10-bit or 4:4:4 H.264 does not play in browsers).
-    video = (stream.video.filter("fps", fps=str(fps)).filter("format", "yuv420p")
-             .filter_multi_output("split", len(rungs)))
+    video = stream.video.filter("fps", fps=str(fps))
+    if pad_video:
+        # HLS cuts segments at video keyframes: with no video left, the rest of the audio would end up in one
+        # segment that claims a couple of seconds. Clone the last picture to the end instead (-t trims the rest).
+        video = video.filter("tpad", stop_mode="clone", stop_duration=f"{probe.duration:.3f}")
+    video = video.filter("format", "yuv420p").filter_multi_output("split", len(rungs))
     audio = stream.audio.filter_multi_output("asplit", len(rungs)) if probe.audio_codec else None
     outputs, options, stream_map = [], {}, []
     for index, rung in enumerate(rungs):
@@ -90,6 +105,8 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         "hls_playlist_type": "event", "hls_flags": "independent_segments+temp_file",
         "hls_list_size": "0", "var_stream_map": " ".join(stream_map), "master_pl_name": MASTER_NAME,
     })
+    if pad_video:
+        options["t"] = f"{probe.duration:.3f}"
     if audio is not None:
         options.update({"c:a": "aac", "ac": "2"})  # stereo AAC-LC: what every browser plays
     return (ffmpeg.output(*outputs, str(out_dir / "%v" / PLAYLIST_NAME), **options)

@@ -65,7 +65,7 @@ def plan_ladder(probe: Probe) -> list[Rung]:
     short, long_ = min(width, height), max(width, height)
     sizes = [size for size in sorted(RUNG_BITRATES, reverse=True) if size <= short]
     if not sizes:
-        sizes = [_even(short) if short >= 2 else 2]
+        sizes = [max(2, short // 2 * 2)]  # its own size, rounded down to even: never upscale
     cap = _bitrate_cap(probe)
     rungs = []
     for size in sizes:
