@@ -105,7 +105,7 @@ class Config:
             tus_max_size=_int(env, "TUS_MAX_SIZE", 16 * 1024**3, 1, 5 * 1024**4),
             upload_expiry=_int(env, "UPLOAD_EXPIRY", 24 * 3600, 60, 30 * 24 * 3600),
             tenant_quota_bytes=_int(env, "TENANT_QUOTA_BYTES", 100 * 1024**3, 0, 1024**5),
-            upload_part_size=_int(env, "UPLOAD_PART_SIZE", 8 * 1024**2, 5 * 1024**2, 512 * 1024**2),
+            upload_part_size=_int(env, "UPLOAD_PART_SIZE", 8 * 1024**2, 5 * 1024**2, 64 * 1024**2),
             express_max_duration=_int(env, "EXPRESS_MAX_DURATION", 120, 0, 24 * 3600),
             trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 10),
             worker_concurrency=_int(env, "WORKER_CONCURRENCY", 1, 0, 64),

@@ -25,8 +25,11 @@ def install_cors(app: Flask, origins: Iterable[str]) -> None:
         origin = request.headers.get("Origin")
         if not origin or (origin not in allowed and "*" not in allowed):
             return response
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
+        if origin in allowed:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+        else:  # "*": any origin may read, but never with the user's cookies
+            response.headers["Access-Control-Allow-Origin"] = "*"
         response.headers["Access-Control-Expose-Headers"] = ", ".join(EXPOSED)
         response.vary.add("Origin")
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):

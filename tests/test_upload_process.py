@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -107,7 +108,8 @@ def test_server_killed_mid_upload_resumes_after_restart(tmp_path, store_env, cli
             **auth, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
         assert rest.status_code == 204, rest.text
         video = requests.get(server.url + location.replace("uploads", "videos"), headers=auth, timeout=30).json()
-        assert video["status"] == "uploaded" and video["size"] == len(data)
+        # The embedded worker may have picked it up already.
+        assert video["status"] in ("uploaded", "processing", "ready") and video["size"] == len(data)
     finally:
         server.kill()
     if not store_env:
@@ -115,7 +117,7 @@ def test_server_killed_mid_upload_resumes_after_restart(tmp_path, store_env, cli
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("patch_mib", [64])
+@pytest.mark.parametrize("patch_mib", [64, 256])
 def test_memory_stays_bounded_whatever_the_patch_size(tmp_path, store_env, patch_mib):
     """256 MiB in 64 MiB PATCHes: the serving process grows by far less than what passes through it."""
     total = 256 * 1024 * 1024
@@ -124,7 +126,15 @@ def test_memory_stays_bounded_whatever_the_patch_size(tmp_path, store_env, patch
         auth = {"Authorization": f"Bearer {_token(server.url)}", **TUS}
         location = requests.post(server.url + "/api/uploads", headers={**auth, "Upload-Length": str(total)},
                                  timeout=30).headers["Location"]
-        before, peak, block = server.rss_kib(), 0, os.urandom(1024 * 1024)
+        before, block = server.rss_kib(), os.urandom(1024 * 1024)
+        samples, sampling = [before], threading.Event()
+
+        def sample():  # every 20 ms, during the requests too: a spike between two PATCHes would hide otherwise
+            while not sampling.wait(0.02):
+                samples.append(server.rss_kib())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
 
         class Body:
             """n MiB streamed from one block: the client holds little, so RSS figures are the server's."""
@@ -148,8 +158,9 @@ def test_memory_stays_bounded_whatever_the_patch_size(tmp_path, store_env, patch
                 **auth, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
             assert response.status_code == 204, response.text
             offset += n * 1024 * 1024
-            peak = max(peak, server.rss_kib())
-        growth_mib = (peak - before) / 1024
+        sampling.set()
+        sampler.join()
+        growth_mib = (max(samples) - before) / 1024
         assert growth_mib < 64, f"RSS grew by {growth_mib:.1f} MiB"
     finally:
         server.kill()

@@ -125,10 +125,16 @@ def media(tmp_path_factory):
     big = make_clip(root / "big.mp4", seconds=4, size="640x360", bitrate="32M")
     truncated = root / "truncated.mp4"
     truncated.write_bytes(small.read_bytes()[: small.stat().st_size // 2])
+    faststart = root / "faststart.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(small), "-c", "copy",
+                    "-movflags", "+faststart", str(faststart)], check=True, timeout=60)
+    truncated_faststart = root / "truncated-faststart.mp4"
+    truncated_faststart.write_bytes(faststart.read_bytes()[: faststart.stat().st_size // 3])
     text = root / "notes.mp4"
     text.write_text("these are my notes, not a video\n" * 50)
     audio = root / "audio.m4a"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine", "-t", "1",
                     str(audio)], check=True, timeout=60)
     assert big.stat().st_size > 12 * 1024 * 1024, "the big clip must span several 5 MiB parts"
-    return {"small": small, "big": big, "truncated": truncated, "text": text, "audio": audio}
+    return {"small": small, "big": big, "truncated": truncated, "truncated_faststart": truncated_faststart,
+            "text": text, "audio": audio}

@@ -47,7 +47,9 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"reelhouse-{self.port}.log"
         env = {**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(self.port),
-               "AUTH_LOGIN_RATE_LIMIT": "1000 per minute", "AUTH_REGISTER_RATE_LIMIT": "1000 per hour"}
+               "AUTH_LOGIN_RATE_LIMIT": "1000 per minute", "AUTH_REGISTER_RATE_LIMIT": "1000 per hour",
+               # No transcoding here: these tests follow uploads to `uploaded`, and keep the CPU for the CLI.
+               "WORKER_CONCURRENCY": "0"}
         self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
 

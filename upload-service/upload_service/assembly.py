@@ -21,6 +21,8 @@ from services.ports import MultipartUploads, ObjectInfo, ObjectNotFound, ObjectS
 
 CHUNK = 1024 * 1024
 FILE_CHECKPOINT_BYTES = 64 * 1024 * 1024
+MAX_STAGED_CHUNKS = 16  # tiny PATCHes are merged beyond this, so a part never needs thousands of objects
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger parts spill to a temporary file: memory stays bounded
 
 Reader = Callable[[int], bytes]
 Checkpoint = Callable[[dict[str, Any]], dict[str, Any]]
@@ -119,15 +121,16 @@ class MultipartAssembler(Assembler):
 
     def write(self, upload, read, checkpoint):
         key = keys.original_key(upload["tenant_id"], upload["id"])
+        part_size = upload.get("part_size") or self.part_size  # fixed per upload: config may change meanwhile
         parts = [list(p) for p in upload.get("parts", [])]
         staged = [list(s) for s in upload.get("staged", [])]
         multipart_id = upload.get("multipart_id")
         offset = upload["offset"]
-        if offset != len(parts) * self.part_size + sum(size for _, size in staged):
+        if offset != len(parts) * part_size + sum(size for _, size in staged):
             raise ApiError(409, "upload_inconsistent", "The upload's parts do not add up; start it again.")
         while True:
-            need = self.part_size - sum(size for _, size in staged)
-            with tempfile.SpooledTemporaryFile(max_size=self.part_size) as buffer:
+            need = part_size - sum(size for _, size in staged)
+            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as buffer:
                 copied, interrupted = _drain(read, buffer.write, need)
                 if copied == 0:
                     break
@@ -137,32 +140,49 @@ class MultipartAssembler(Assembler):
                     multipart_id = multipart_id or self.store.create_multipart(key)
                     number = len(parts) + 1
                     etag = self._upload_part(key, multipart_id, number, staged, buffer)
-                    parts.append([number, etag, self.part_size])
+                    parts.append([number, etag, part_size])
                     consumed, staged = staged, []
                     checkpoint({"offset": offset, "parts": parts, "staged": staged, "multipart_id": multipart_id})
                     for staged_key, _ in consumed:  # only once the record no longer needs them
                         self.store.delete(staged_key)
                 else:
-                    buffer.seek(0)
                     staged_key = keys.staged_chunk_key(upload["tenant_id"], upload["id"], chunk_start)
-                    self.store.put(staged_key, buffer)
-                    staged.append([staged_key, copied])
+                    if len(staged) >= MAX_STAGED_CHUNKS:
+                        staged = self._merge(staged, buffer, staged_key.replace(".chunk", ".merged"))
+                    else:
+                        buffer.seek(0)
+                        self.store.put(staged_key, buffer)
+                        staged.append([staged_key, copied])
                 if interrupted or copied < need:
                     break
         return {"offset": offset, "parts": parts, "staged": staged, "multipart_id": multipart_id}
+
+    def _merge(self, staged: list, tail, merged_key: str) -> list:
+        """Join every staged chunk and `tail` into one staged object. It is named by this chunk's offset, which
+        no committed record names yet; the old chunks stay (the record still names them until this PATCH
+        commits) and go with the staging prefix when the upload finishes."""
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as body:
+            self._concatenate(staged, tail, body)
+            size = body.tell()
+            body.seek(0)
+            self.store.put(merged_key, body)
+        return [[merged_key, size]]
+
+    def _concatenate(self, staged: list, tail, body) -> None:
+        for staged_key, _ in staged:
+            with self.store.open(staged_key) as source:
+                while data := source.read(CHUNK):
+                    body.write(data)
+        tail.seek(0)
+        while data := tail.read(CHUNK):
+            body.write(data)
 
     def _upload_part(self, key: str, multipart_id: str, number: int, staged: list, tail) -> str:
         if not staged:
             tail.seek(0)
             return self.store.upload_part(key, multipart_id, number, tail)
-        with tempfile.SpooledTemporaryFile(max_size=self.part_size) as body:
-            for staged_key, _ in staged:
-                with self.store.open(staged_key) as source:
-                    while data := source.read(CHUNK):
-                        body.write(data)
-            tail.seek(0)
-            while data := tail.read(CHUNK):
-                body.write(data)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as body:
+            self._concatenate(staged, tail, body)
             body.seek(0)
             return self.store.upload_part(key, multipart_id, number, body)
 
@@ -183,7 +203,7 @@ class MultipartAssembler(Assembler):
             multipart_id = self.store.create_multipart(key)
         try:
             if staged:
-                with tempfile.SpooledTemporaryFile(max_size=self.part_size) as empty:
+                with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as empty:
                     etag = self._upload_part(key, multipart_id, len(parts) + 1, staged, empty)
                 parts.append([len(parts) + 1, etag, sum(size for _, size in staged)])
             info = self.store.complete_multipart(key, multipart_id, [(n, etag) for n, etag, _ in parts])

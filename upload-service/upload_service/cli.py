@@ -629,7 +629,7 @@ class Uploads:
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
 @click.option("--title", help="The video's title (default: the file name).")
-@click.option("--visibility", type=click.Choice(VISIBILITIES), help="Who may watch it (server default: private).")
+@click.option("--visibility", type=click.Choice(VISIBILITIES), help="Who may watch it (server default: tenant).")
 @click.option("--server", metavar="URL",
               help="Reelhouse server (default: REELHOUSE_SERVER, the saved session's, or http://localhost:8080).")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=DEFAULT_CHUNK_SIZE, show_default=True,

@@ -27,8 +27,8 @@ def complete_upload(deps: Dependencies, assembler: Assembler, upload: dict[str, 
     video_id, tenant_id = upload["id"], upload["tenant_id"]
     key = keys.original_key(tenant_id, video_id)
     upload = save({"state": "completing"})
-    info = assembler.finish(upload)
     try:
+        info = assembler.finish(upload)
         if info.size != upload["length"]:
             raise MediaError(f"Received {info.size} bytes but {upload['length']} were announced.")
         sniff(deps.objects.read(key, 0, SNIFF_BYTES - 1) if info.size else b"")
@@ -36,6 +36,13 @@ def complete_upload(deps: Dependencies, assembler: Assembler, upload: dict[str, 
             media = probe(source)
     except MediaError as error:
         return _fail(deps, upload, key, str(error), save)
+    except ApiError:
+        raise
+    except Exception:
+        # Storage trouble, not the user's file: the upload stays `completing` and the sweeper tries again.
+        log.exception("could not complete the upload", extra={"video_id": video_id})
+        raise ApiError(503, "storage_unavailable", "The upload is complete but could not be stored yet; it will "
+                       "be retried.", headers={"Retry-After": "30"}) from None
 
     lane = "express" if media.duration <= deps.config.express_max_duration else "bulk"
     job = {"type": "transcode", "video_id": video_id, "tenant_id": tenant_id, "source_key": key,

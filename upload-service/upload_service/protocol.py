@@ -22,6 +22,7 @@ ALLOWED_HEADERS = ("Authorization", "Content-Type", "Upload-Offset", "Upload-Len
                    "Upload-Checksum", "Upload-Defer-Length", "Upload-Concat", "Tus-Resumable",
                    "X-HTTP-Method-Override", "X-Request-ID", "X-Requested-With")
 
+_BIDI = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _KEY = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -82,7 +83,10 @@ def clean_text(value: str | None, limit: int = 200) -> str:
     """User-supplied text for display only: control characters (NUL included) dropped, whitespace folded."""
     if not value:
         return ""
-    kept = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in " \t")
+    # Control characters (NUL included) and bidi overrides go; other format characters such as zero-width
+    # joiners are part of how many scripts and emoji are written, so they stay.
+    kept = "".join(ch for ch in value if ch in " \t" or (unicodedata.category(ch) != "Cc" and ch not in _BIDI
+                                                         and unicodedata.category(ch) not in ("Cs", "Co", "Cn")))
     return " ".join(kept.split())[:limit]
 
 

@@ -105,10 +105,18 @@ def create():
         "id": video["id"], "tenant_id": principal.tenant_id, "owner_id": principal.user_id, "length": length,
         "offset": 0, "metadata_header": header, "state": "receiving", "parts": [], "staged": [],
         "multipart_id": None, "lease": None, "expires_at": time.time() + config.upload_expiry,
+        "part_size": config.upload_part_size,
     })
     headers = {"Location": f"/api/uploads/{upload['id']}"}
     if has_body or length == 0:
-        upload = _append(upload, 0, parse_checksum(request.headers.get("Upload-Checksum")))
+        try:
+            upload = _append(upload, 0, parse_checksum(request.headers.get("Upload-Checksum")))
+        except ApiError:
+            # The client got no Location: nothing may be left behind to count against its quota.
+            assembler().discard(upload)
+            store.videos.delete(upload["id"])
+            store.uploads.delete(upload["id"])
+            raise
         headers["Upload-Offset"] = str(upload["offset"])
     headers["Upload-Expires"] = http_date(upload["expires_at"])
     return "", 201, headers
@@ -124,16 +132,20 @@ def _load(upload_id: str) -> dict[str, Any]:
     if upload["state"] == "expired":
         raise ApiError(410, "upload_expired", "This upload expired; start it again.")
     if upload["state"] == "receiving" and upload["expires_at"] < time.time():
-        expire(deps(), assembler(), upload)
+        try:
+            with UploadLease(deps().metadata.uploads, upload) as lease:
+                expire(deps(), assembler(), lease.upload, lease)
+        except ApiError:
+            return upload  # being written to right now, so not abandoned after all
         raise ApiError(410, "upload_expired", "This upload expired; start it again.")
     return upload
 
 
-def expire(deps: Dependencies, assembler: Assembler, upload: dict[str, Any]) -> None:
+def expire(deps: Dependencies, assembler: Assembler, upload: dict[str, Any], lease: UploadLease) -> None:
     """Free an abandoned upload's bytes and its video; keep a tombstone so the client hears 410, not 404."""
     assembler.discard(upload)
     deps.metadata.videos.delete(upload["id"], tenant_id=upload["tenant_id"])
-    deps.metadata.uploads.update(upload["id"], {"state": "expired", "parts": [], "staged": [], "lease": None})
+    lease.checkpoint({"state": "expired", "parts": [], "staged": []})
 
 
 @bp.route("/<upload_id>", methods=["HEAD"])
@@ -161,10 +173,11 @@ def patch(upload_id: str):
     return "", 204, headers
 
 
-def _body_reader(limit: int):
+def _body_reader(limit: int, lease: UploadLease):
     stream, left = request.stream, [limit]
 
     def read(n: int) -> bytes:
+        lease.check()  # never write bytes of an upload somebody else has taken over
         if left[0] <= 0:
             return b""
         try:
@@ -205,21 +218,29 @@ def _append(upload: dict[str, Any], offset: int, checksum) -> dict[str, Any]:
         raise ApiError(413, "chunk_too_large", f"Only {remaining} more bytes fit in this upload.")
     config = deps().config
     with UploadLease(deps().metadata.uploads, upload) as lease, tempfile.TemporaryFile() as spool:
-        read = _body_reader(remaining)
+        read = _body_reader(remaining, lease)
         if checksum is not None:
             read = _verified(read, checksum, spool)
         if upload["state"] == "receiving" and remaining > 0:
             changes = assembler().write(lease.upload, read, lease.checkpoint)
         else:
             changes = {}
-        overlong = declared is None and request.stream.read(1) != b""
+        overlong = declared is None and _more_body()
         lease.checkpoint({**changes, "expires_at": time.time() + config.upload_expiry})
-        if lease.upload["offset"] == lease.upload["length"] and lease.upload["state"] != "done" and not overlong:
+        if lease.upload["offset"] == lease.upload["length"] and lease.upload["state"] != "done":
             complete_upload(deps(), assembler(), lease.upload, lease.checkpoint)
         upload = lease.upload
     if overlong:
         raise ApiError(413, "chunk_too_large", "The body is longer than the rest of the upload.")
     return upload
+
+
+def _more_body() -> bool:
+    """A chunked body that goes on past Upload-Length (its first part was kept; the rest is refused)."""
+    try:
+        return request.stream.read(1) != b""
+    except (ClientDisconnected, OSError):
+        return False
 
 
 @bp.delete("/<upload_id>")

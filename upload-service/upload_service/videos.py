@@ -9,6 +9,7 @@ from services.authz import current_principal, require_role
 from services.errors import ApiError
 from services.videos import STATUSES, VISIBILITIES, can_edit, can_see, public_video
 from services.web import fields, json_body, page_args
+from upload_service.lease import UploadLease
 
 bp = Blueprint("videos", __name__, url_prefix="/api/videos")
 
@@ -91,7 +92,11 @@ def remove_video(video: dict) -> None:
     deps = _deps()
     upload = deps.metadata.uploads.get(video["id"], tenant_id=video["tenant_id"])
     if upload is not None:
-        current_app.extensions["assembler"].discard(upload)
-        deps.metadata.uploads.delete(video["id"])
+        # Under the upload's lease: a PATCH still writing would otherwise put bytes back after the delete.
+        with UploadLease(deps.metadata.uploads, upload) as lease:
+            current_app.extensions["assembler"].discard(lease.upload)
+            deps.metadata.videos.delete(video["id"], tenant_id=video["tenant_id"])
+            deps.metadata.uploads.delete(video["id"])
+            lease.held = False
     deps.objects.delete_prefix(keys.video_prefix(video["tenant_id"], video["id"]))
     deps.metadata.videos.delete(video["id"], tenant_id=video["tenant_id"])
