@@ -5,6 +5,8 @@ Media work happens in `transcode_worker.media` (no broker, no metadata); this mo
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import tempfile
 import threading
 import time
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 0.5  # at most two progress events a second
 DELETED_CHECK_INTERVAL = 2.0
 RETRY_BASE_SECONDS = 5.0  # doubled per attempt, at most 5 minutes
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # recorded on the video: which worker did it
 
 
 class VideoDeleted(Exception):
@@ -94,7 +97,8 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
         delivery.ack()  # a duplicate of a job that already finished
         return
     started = record_and_publish(videos, deps.events, video_id,
-                                 {"status": "processing", "progress": 0, "stage": "probe", "error": None},
+                                 {"status": "processing", "progress": 0, "stage": "probe", "error": None,
+                                  "worker": WORKER_ID, "attempt": delivery.attempt},
                                  [("video.status", {"status": "processing"})],
                                  when=lambda v: v["status"] in ("uploading", "uploaded", "processing"))
     if started is None:
