@@ -7,8 +7,9 @@ from functools import cached_property
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from services.config import Config, ConfigError
+from services.playback import PlaybackTokens
 from services.ports import EventBus, JobQueue, MetadataStore, ObjectStore
-from services.signing_keys import SigningKey, load_signing_key
+from services.signing_keys import SigningKey, load_playback_secret, load_signing_key
 from services.tokens import JwksKeySource, KeySource, StaticKeySource, TokenVerifier
 
 
@@ -102,6 +103,11 @@ class Dependencies:
     @cached_property
     def verifier(self) -> TokenVerifier:
         return TokenVerifier(self.key_source, issuer=self.config.jwt_issuer, audience=self.config.jwt_audience)
+
+    @cached_property
+    def playback(self) -> PlaybackTokens:
+        return PlaybackTokens(load_playback_secret(self.config), issuer=self.config.jwt_issuer,
+                              ttl=self.config.playback_token_ttl)
 
     @cached_property
     def registry(self) -> CollectorRegistry:

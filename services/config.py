@@ -53,6 +53,9 @@ class Config:
     worker_grace: int = 30
     job_max_attempts: int = 3
     work_dir: Path | None = None
+    playback_secret: str | None = None
+    playback_token_ttl: int = 3600
+    stream_delivery: str = "proxy"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -112,6 +115,9 @@ class Config:
             worker_grace=_int(env, "WORKER_GRACE_SECONDS", 30, 0, 24 * 3600),
             job_max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 3, 1, 20),
             work_dir=Path(env["WORK_DIR"]) if env.get("WORK_DIR") else None,
+            playback_secret=env.get("PLAYBACK_SECRET") or None,
+            playback_token_ttl=_int(env, "PLAYBACK_TOKEN_TTL", 3600, 60, 7 * 24 * 3600),
+            stream_delivery=(env.get("STREAM_DELIVERY") or "proxy").lower(),
         )
         values.update(overrides)
         config = cls(**values)
@@ -152,6 +158,10 @@ class Config:
                     raise ValueError("empty")
             except ValueError:
                 raise ConfigError(f"{name}: {value!r} is not a rate limit such as '15 per 5 minutes'") from None
+        if self.stream_delivery not in ("proxy", "redirect"):
+            raise ConfigError(f"STREAM_DELIVERY: {self.stream_delivery!r} must be proxy or redirect")
+        if self.playback_secret is not None and len(self.playback_secret) < 32:
+            raise ConfigError("PLAYBACK_SECRET: use at least 32 characters of random text")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not a log level")
 

@@ -29,6 +29,7 @@ class Probe:
     fps: float | None
     bit_rate: int | None
     rotation: int = 0
+    pixel_format: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -96,6 +97,7 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
             video_codec=stream.codec_context.name, audio_codec=audio,
             fps=float(stream.average_rate) if stream.average_rate else None,
             bit_rate=container.bit_rate or None, rotation=_rotation(frame),
+            pixel_format=stream.codec_context.format.name if stream.codec_context.format else None,
         )
     finally:
         container.close()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,28 @@ def load_signing_key(config: Config) -> SigningKey:
         finally:
             os.unlink(tmp)
     return signing_key_from_pem(path.read_bytes())
+
+
+PLAYBACK_KEY_FILE = Path("keys") / "playback.key"
+
+
+def load_playback_secret(config: Config) -> bytes:
+    """PLAYBACK_SECRET (shared by every replica that issues or checks playback tokens), or a random secret
+    generated once into the data dir (mode 0600)."""
+    if config.playback_secret:
+        return config.playback_secret.encode()
+    path = config.data_dir / PLAYBACK_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".playback-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_urlsafe(48).encode())
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    return path.read_bytes().strip()

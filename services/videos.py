@@ -57,6 +57,47 @@ def public_video(video: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def source_playable(video: dict[str, Any]) -> bool:
+    """Whether the uploaded file itself plays in browsers by range requests: H.264 (8-bit 4:2:0) with AAC or no
+    audio, in an MP4/MOV container."""
+    source = video.get("source") or {}
+    return (source.get("video_codec") == "h264" and source.get("audio_codec") in (None, "aac")
+            and "mp4" in (source.get("container") or "")
+            and source.get("pixel_format") in (None, "yuv420p", "yuvj420p"))
+
+
+def original_key_to_serve(video: dict[str, Any]) -> str | None:
+    """The object `/original` serves: the faststart remux once it exists, else a playable upload as it came."""
+    from services import keys
+
+    if video.get("original_playable"):
+        return keys.playable_original_key(video["tenant_id"], video["id"])
+    if video["status"] in ("uploaded", "processing", "ready") and source_playable(video):
+        return keys.original_key(video["tenant_id"], video["id"])
+    return None
+
+
+def api_video(video: dict[str, Any], playback: Any, *, token: str | None = None, expires: str | None = None,
+              share_token: str | None = None) -> dict[str, Any]:
+    """The contract's video with URLs that carry a playback token, so players need no headers."""
+    data = public_video(video)
+    if token is None:
+        token, expires = playback.issue(video)
+    base, query = f"/api/stream/{video['id']}", f"?token={token}"
+    ready = video["status"] == "ready"
+    data["playback"] = {
+        "hls_url": f"{base}/hls/master.m3u8{query}" if video.get("hls_available") else None,
+        "original_url": f"{base}/original{query}" if original_key_to_serve(video) else None,
+        "token_expires_at": expires,
+    }
+    data["thumbnail_url"] = f"{base}/thumbnail.jpg{query}" if ready else None
+    data["poster_url"] = f"{base}/poster.jpg{query}" if ready else None
+    data["storyboard_url"] = f"{base}/storyboard.vtt{query}" if ready else None
+    if share_token is not None:
+        data["share_url"] = f"/watch?v={video['id']}&share={share_token}"
+    return data
+
+
 def update_video(videos: Repository, video_id: str, change: Callable[[dict], dict | None], *,
                  tenant_id: str | None = None, attempts: int = 20) -> dict | None:
     """Compare-and-set loop: `change(current)` returns the fields to set (or None to leave it); None if gone."""

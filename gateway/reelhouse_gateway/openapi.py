@@ -26,8 +26,11 @@ def _body(schema: dict) -> dict:
 
 
 def _op(summary: str, tag: str, responses: dict[str, dict], *, secure: bool = True, body: dict | None = None,
-        parameters: list | None = None, request_body: dict | None = None, description: str | None = None) -> dict:
+        parameters: list | None = None, request_body: dict | None = None, description: str | None = None,
+        security: list | None = None) -> dict:
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if security is not None:
+        op["security"] = security
     if description:
         op["description"] = description
     if not secure:
@@ -140,6 +143,8 @@ SCHEMAS: dict[str, dict] = {
             "visibility": {"type": "string", "enum": list(VISIBILITIES)},
             "size": {"type": ["integer", "null"], "description": "bytes (announced by Upload-Length)"},
             "filename": {"type": ["string", "null"], "description": "from the upload's metadata"},
+            "share_url": {"type": "string", "description": "unlisted videos, for their editors only: the link "
+                                                           "anyone can watch with (POST …/share rotates it)"},
         },
     },
     "VideoPage": {
@@ -437,7 +442,12 @@ def _video_paths() -> dict[str, dict]:
             parameters=VIDEO_LIST_PARAMETERS,
             description="Viewers do not see other people's `private` videos; editors and admins see all.")},
         "/api/videos/{video_id}": {
-            "get": _op("One video", "videos", {"200": _json(_ref("Video")), **VIDEO_ERRORS}, parameters=video_id),
+            "get": _op("One video (logged out too, with an unlisted video's `share` token)", "videos",
+                       {"200": _json(_ref("Video")), **VIDEO_ERRORS,
+                        "403": _error("`token_scope`: the share token is for another video")},
+                       parameters=[*video_id, {"name": "share", "in": "query", "schema": {"type": "string"},
+                                               "description": "An unlisted video's share token: no login needed."}],
+                       security=[{}, {"bearer": []}]),
             "patch": _op(
                 "Edit a video's title, description or visibility", "videos",
                 {"200": _json(_ref("Video")), "400": BAD_BODY["400"], **VIDEO_ERRORS, **forbidden,
@@ -453,6 +463,61 @@ def _video_paths() -> dict[str, dict]:
             "delete": _op("Delete a video: every file and record of it, an unfinished upload's included", "videos",
                           {"204": {"description": "Deleted"}, **VIDEO_ERRORS, **forbidden}, parameters=video_id),
         },
+        "/api/videos/{video_id}/share": {"post": _op(
+            "A new share link for an unlisted video; every earlier link stops working", "videos",
+            {"200": _json(_ref("Video")), **VIDEO_ERRORS, **forbidden,
+             "409": _error("`not_unlisted`: only unlisted videos have share links")}, parameters=video_id)},
+        **_stream_paths(),
+    }
+
+
+STREAM_ERRORS = {
+    "401": _error("`missing_token`, `invalid_token`, `token_expired` or `share_revoked`"),
+    "403": _error("`token_scope`: the playback token is for another video"),
+    "404": _error("`not_found`: no such video or file (yet), or the caller may not see it"),
+    "416": _error("`range_not_satisfiable`: the range starts past the end (Content-Range: bytes */size)"),
+}
+TOKEN = {"name": "token", "in": "query", "schema": {"type": "string"},
+         "description": "A playback token (from the video's URLs) or an unlisted video's share token; "
+                        "without it, send `Authorization: Bearer`."}
+RANGE = {"name": "Range", "in": "header", "schema": {"type": "string"},
+         "description": "RFC 9110 byte ranges: `bytes=a-b`, `bytes=a-`, `bytes=-n`; several → multipart/byteranges."}
+
+
+def _stream_op(summary: str, media_type: str, *, ranged: bool = True, extra: dict | None = None) -> dict:
+    body = {"description": "OK", "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
+    responses = {"200": body, "304": {"description": "Not modified (If-None-Match / If-Modified-Since)"},
+                 **STREAM_ERRORS, **(extra or {})}
+    if ranged:
+        responses["206"] = {"description": "Partial content (Content-Range)", "content": body["content"]}
+    else:
+        responses.pop("416")
+    parameters = [_param("video_id"), TOKEN] + ([RANGE] if ranged else [])
+    return {"get": _op(summary + " (HEAD answers the same headers)", "stream", responses, parameters=parameters,
+                       security=[{}, {"bearer": []}])}
+
+
+def _stream_paths() -> dict[str, dict]:
+    base = "/api/stream/{video_id}"
+    playlist = "application/vnd.apple.mpegurl"
+    hls_file = _stream_op("A rendition's playlist (every URI carries the token), init segment or media segment",
+                          "video/iso.segment")
+    hls_file["get"]["parameters"] += [
+        {"name": "rendition", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]+p$"}},
+        {"name": "filename", "in": "path", "required": True,
+         "schema": {"type": "string", "pattern": "^(index\\.m3u8|init\\.mp4|seg_[0-9]+\\.m4s)$"}}]
+    return {
+        f"{base}/original": _stream_op(
+            "The original as a browser-playable MP4, by range requests", "video/mp4",
+            extra={"404": _error("`not_found`, or `not_playable`: the source is not browser-playable; use HLS")}),
+        f"{base}/hls/master.m3u8": _stream_op("The HLS master playlist (every URI carries the token)", playlist,
+                                              ranged=False),
+        f"{base}/hls/{{rendition}}/{{filename}}": hls_file,
+        f"{base}/thumbnail.jpg": _stream_op("Thumbnail (320 px wide)", "image/jpeg"),
+        f"{base}/poster.jpg": _stream_op("Poster (up to 1280 px wide)", "image/jpeg"),
+        f"{base}/storyboard.jpg": _stream_op("Storyboard sprite sheet", "image/jpeg"),
+        f"{base}/storyboard.vtt": _stream_op("WebVTT index of the storyboard (`#xywh=` cues)", "text/vtt",
+                                             ranged=False),
     }
 
 
@@ -469,6 +534,7 @@ def spec() -> dict[str, Any]:
                                                     f"{EXTENSIONS.replace(',', ', ')} (https://tus.io/protocols/"
                                                     "resumable-upload). Every response carries Tus-Resumable."},
                  {"name": "videos", "description": "The organisation's video library"},
+                 {"name": "stream", "description": "Watching: ranges per RFC 9110, HLS, images; playback tokens"},
                  {"name": "operations"}],
         "paths": _paths(),
         "components": {

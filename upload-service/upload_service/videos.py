@@ -7,7 +7,8 @@ from flask import Blueprint, current_app, jsonify, request
 from services import keys
 from services.authz import current_principal, require_role
 from services.errors import ApiError
-from services.videos import STATUSES, VISIBILITIES, can_edit, can_see, public_video
+from services.tokens import TokenError
+from services.videos import STATUSES, VISIBILITIES, api_video, can_edit, can_see
 from services.web import fields, json_body, page_args
 from upload_service.lease import UploadLease
 
@@ -16,6 +17,13 @@ bp = Blueprint("videos", __name__, url_prefix="/api/videos")
 
 def _deps():
     return current_app.extensions["reelhouse"]
+
+
+def _view(video: dict) -> dict:
+    """The API shape with fresh playback URLs; editors of an unlisted video also get its share link."""
+    deps, principal = _deps(), current_principal()
+    share = deps.playback.share(video) if video["visibility"] == "unlisted" and can_edit(principal, video) else None
+    return api_video(video, deps.playback, share_token=share)
 
 
 def _video_or_404(video_id: str) -> dict:
@@ -41,13 +49,44 @@ def list_videos():
         where["$or"] = [{"visibility": {"$ne": "private"}}, {"owner_id": principal.user_id}]
     query = (request.args.get("q") or "").strip()[:200] or None
     result = _deps().metadata.videos.find(where, search=query, newest_first=True, page=page, per_page=per_page)
-    return jsonify(items=[public_video(v) for v in result.items], total=result.total, page=page, per_page=per_page)
+    return jsonify(items=[_view(v) for v in result.items], total=result.total, page=page, per_page=per_page)
 
 
 @bp.get("/<video_id>")
-@require_role("viewer")
 def get_video(video_id: str):
-    return jsonify(public_video(_video_or_404(video_id)))
+    share = request.args.get("share")
+    if share and "Authorization" not in request.headers:
+        return jsonify(_shared(video_id, share))
+    current_principal()
+    return jsonify(_view(_video_or_404(video_id)))
+
+
+def _shared(video_id: str, token: str) -> dict:
+    """An unlisted video for anyone holding its share link, logged in or not."""
+    deps = _deps()
+    try:
+        claims = deps.playback.verify(token, video_id)
+    except TokenError as error:
+        raise ApiError(403 if error.code == "token_scope" else 401, error.code, error.message) from None
+    video = deps.metadata.videos.get(video_id, tenant_id=claims["tid"])
+    if video is None:
+        raise ApiError(404, "not_found", "No such video.")
+    if claims["typ"] != "share" or video["visibility"] != "unlisted" or claims.get("sv") != video.get(
+            "share_version", 0):
+        raise ApiError(401, "share_revoked", "This share link no longer works; ask for a new one.")
+    return api_video(video, deps.playback)
+
+
+@bp.post("/<video_id>/share")
+@require_role("editor")
+def rotate_share_link(video_id: str):
+    """A new share link for an unlisted video; every earlier link stops working."""
+    video = _video_or_404(video_id)
+    if video["visibility"] != "unlisted":
+        raise ApiError(409, "not_unlisted", "Only unlisted videos have share links; set visibility to unlisted.")
+    updated = _deps().metadata.videos.update(video_id, {"share_version": video.get("share_version", 0) + 1},
+                                             tenant_id=video["tenant_id"])
+    return jsonify(_view(updated))
 
 
 @bp.patch("/<video_id>")
@@ -74,7 +113,7 @@ def update_video(video_id: str):
     if not changes:
         raise ApiError(422, "validation_error", "Send title, description and/or visibility.")
     updated = _deps().metadata.videos.update(video_id, changes, tenant_id=video["tenant_id"])
-    return jsonify(public_video(updated))
+    return jsonify(_view(updated))
 
 
 @bp.delete("/<video_id>")
