@@ -199,3 +199,28 @@ def test_bad_paths_are_404(api, watched):
     for path in ("hls/../../original", "hls/180p/../../x", "hls/abc/index.m3u8", "hls/270p/secret.txt",
                  "hls/270p/seg_1.m4s", "nothing.jpg"):
         assert api.call("GET", f"/api/stream/{video['id']}/{path}", admin).status_code == 404, path
+
+
+def test_deleting_a_video_mid_transcode_stops_it_and_leaves_nothing(api, deps, tmp_path):
+    long_clip = tmp_path / "long.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=30", "-t", "30", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(long_clip)], check=True, timeout=120)
+    admin = api.register()["access_token"]
+    tenant = api.call("GET", "/api/auth/me", admin).get_json()["tenant"]["id"]
+    video_id = upload(api, admin, long_clip.read_bytes())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        video = api.call("GET", f"/api/videos/{video_id}", admin).get_json()
+        if video["status"] == "processing" and video["progress"] > 5:
+            break
+        time.sleep(0.1)
+    assert video["status"] == "processing", video
+    assert api.call("DELETE", f"/api/videos/{video_id}", admin).status_code == 204
+    deadline = time.monotonic() + 20
+    leftovers = ["?"]
+    while leftovers and time.monotonic() < deadline:  # the worker notices within seconds and cleans up
+        time.sleep(0.5)
+        leftovers = [info.key for info in deps.objects.list(keys.video_prefix(tenant, video_id))]
+    assert leftovers == []
+    assert deps.jobs.pending() == 0
