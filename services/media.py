@@ -8,6 +8,8 @@ from pathlib import Path
 import av
 
 SNIFF_BYTES = 512
+MAX_SIDE = 8192
+MAX_PIXELS = 7680 * 4320  # 8K UHD: larger frames could take the worker's whole memory to decode and scale
 
 # Demuxers ffmpeg may use on an upload: containers only, never playlists, concat lists or image pipes that could
 # make it read other files.
@@ -85,6 +87,8 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
             raise MediaError(f"The video stream cannot be decoded ({_reason(error)}).") from None
         if frame is None:
             raise MediaError("The video stream has no frames.")
+        if max(frame.width, frame.height) > MAX_SIDE or frame.width * frame.height > MAX_PIXELS:
+            raise MediaError(f"The video is {frame.width}×{frame.height}; the largest accepted is 7680×4320 (8K).")
         duration = _duration(container, stream)
         if duration is None or duration <= 0:
             raise MediaError("The video has no duration (is the file truncated?).")

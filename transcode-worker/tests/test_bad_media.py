@@ -54,3 +54,19 @@ def test_truncated_faststart_mp4_is_refused_and_leaves_nothing(make_clip, checki
     with pytest.raises(MediaError, match="truncated"):
         transcode(checking_store, str(truncated), None, "t", "half", work_dir=tmp_path / "work")
     assert checking_store.keys() == []
+
+
+def test_huge_frames_are_refused_at_the_probe(tmp_path):
+    """A tiny file can claim a frame that takes gigabytes to decode and scale: refused before any work."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from services.media import probe
+
+    huge = tmp_path / "huge.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=black:size=8200x1000:rate=1", "-t", "1", "-c:v", "libx264", "-preset", "ultrafast",
+                    str(huge)], check=True, timeout=120)
+    with pytest.raises(MediaError, match="largest accepted is 7680×4320"):
+        probe(str(huge))

@@ -251,8 +251,8 @@ def test_express_jobs_do_not_wait_behind_bulk_ones(deps):
         deps.jobs.publish({"video_id": long["id"], "tenant_id": "t1"}, lane="bulk")
     job_module._transcode = timed
     try:
-        worker = Worker(deps, 2).start()
-        time.sleep(0.2)  # the shared thread is busy with a long job now
+        worker = Worker(deps, 1).start()  # the default concurrency
+        time.sleep(0.2)  # the general thread is busy with a long job now
         short = deps.metadata.videos.add({**new_video("t1", "u1", "short"), "status": "uploaded"})
         published = time.monotonic()
         deps.jobs.publish({"video_id": short["id"], "tenant_id": "t1"}, lane="express")
@@ -264,3 +264,61 @@ def test_express_jobs_do_not_wait_behind_bulk_ones(deps):
         job_module._transcode = original
     assert finished["short"] - published < 0.5
     assert deps.metadata.videos.get(short["id"])["status"] == "ready"
+
+
+def test_a_job_past_its_attempts_fails_the_video_before_running(deps, events):
+    video = queued_video(deps)
+    delivery, done = take(deps)
+    delivery.attempt = 4  # three workers died on it before (JOB_MAX_ATTEMPTS=3)
+    script = Script(deps)
+    job_module._transcode, original = script, job_module._transcode
+    try:
+        handle(deps, delivery, threading.Event())
+    finally:
+        job_module._transcode = original
+        done.set()
+    assert script.calls == 0 and deps.jobs.dead_letters
+    stored = deps.metadata.videos.get(video["id"])
+    assert stored["status"] == "failed" and "3 attempts" in stored["error"]
+
+
+def test_jobs_never_start_from_uploading(deps, events):
+    video = queued_video(deps, status="uploading")
+    script = Script(deps)
+    delivery = run_one(deps, script)
+    assert script.calls == 0 and delivery.settled
+    assert deps.metadata.videos.get(video["id"])["status"] == "uploading"
+    assert not [t for t, _ in events]  # no `processing` before `uploaded`
+    time.sleep(2.3)
+    assert deps.jobs.pending() == 1  # it comes back once the upload had time to finish
+
+
+def test_a_superseded_run_stops_and_leaves_the_files_alone(deps):
+    video = queued_video(deps)
+
+    def takeover():
+        time.sleep(0.3)  # a redelivered copy started elsewhere
+        deps.metadata.videos.update(video["id"], {"run": "someone-else"})
+
+    threading.Thread(target=takeover).start()
+    job_module.DELETED_CHECK_INTERVAL, interval = 0.1, job_module.DELETED_CHECK_INTERVAL
+    try:
+        delivery = run_one(deps, Script(deps, "block"))
+    finally:
+        job_module.DELETED_CHECK_INTERVAL = interval
+    assert delivery.settled and deps.jobs.pending() == 0
+    stored = deps.metadata.videos.get(video["id"])
+    assert stored["status"] == "processing" and stored["run"] == "someone-else"
+    assert deps.objects.read(keys.hls_master_key("t1", video["id"])) == b"#EXTM3U\n"  # not cleaned away
+
+
+def test_repeated_failures_keep_the_upload(deps, monkeypatch):
+    video = queued_video(deps)
+    monkeypatch.setattr(job_module, "RETRY_BASE_SECONDS", 0.01)
+    script = Script(deps, RuntimeError("x"), RuntimeError("x"), RuntimeError("x"))
+    for _ in range(3):
+        run_one(deps, script)
+        time.sleep(0.05)
+    assert deps.metadata.videos.get(video["id"])["status"] == "failed"
+    assert [i.key for i in deps.objects.list(keys.video_prefix("t1", video["id"]))] == [
+        keys.original_key("t1", video["id"])]

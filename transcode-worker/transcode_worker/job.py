@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import tempfile
 import threading
@@ -27,30 +28,36 @@ RETRY_BASE_SECONDS = 5.0  # doubled per attempt, at most 5 minutes
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"  # recorded on the video: which worker did it
 
 
-class VideoDeleted(Exception):
-    pass
-
-
 class JobReport:
-    """Callbacks for the pipeline: progress (throttled), renditions, early playback; notices deletion."""
+    """Callbacks for the pipeline: progress (throttled), renditions, early playback. Every write is fenced by
+    this run's token: a run that was superseded (a redelivery after a lost connection) or whose video was deleted
+    stops at its next write instead of fighting the current run."""
 
-    def __init__(self, deps: Dependencies, video_id: str, tenant_id: str, cancel: threading.Event):
-        self.deps, self.video_id, self.tenant_id, self.cancel = deps, video_id, tenant_id, cancel
+    def __init__(self, deps: Dependencies, video_id: str, tenant_id: str, cancel: threading.Event, run: str):
+        self.deps, self.video_id, self.tenant_id, self.cancel, self.run = deps, video_id, tenant_id, cancel, run
         self.renditions: list[dict[str, Any]] = []
         self.deleted = False
+        self.superseded = False
         self._last_progress = 0.0
         self._last_check = time.monotonic()
 
+    def current(self, video: dict) -> bool:
+        return video["status"] == "processing" and video.get("run") == self.run
+
     def _publish(self, changes: dict, events: list[tuple[str, dict]]) -> None:
         video = record_and_publish(self.deps.metadata.videos, self.deps.events, self.video_id, changes, events,
-                                   when=lambda v: v["status"] == "processing")
+                                   when=self.current)
         if video is None:
             self._gone()
 
     def _gone(self) -> None:
-        if self.deps.metadata.videos.get(self.video_id) is None:
+        video = self.deps.metadata.videos.get(self.video_id)
+        if video is None:
             self.deleted = True
             self.cancel.set()  # stops ffmpeg; the job then removes what was written
+        elif not self.current(video):
+            self.superseded = True
+            self.cancel.set()  # another run owns the video now: stop, and leave its files alone
 
     def progress(self, stage: str, percent: float) -> None:
         now = time.monotonic()
@@ -96,24 +103,36 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
     if video["status"] in ("ready", "failed"):
         delivery.ack()  # a duplicate of a job that already finished
         return
+    if video["status"] == "uploading":
+        delivery.retry(2.0)  # its upload is still completing: `uploaded` comes first, always
+        return
+    if delivery.attempt > deps.config.job_max_attempts:
+        # Crashed workers do not get to say "failed": the attempt count does it for them.
+        _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt - 1} attempts.")
+        delivery.nack(requeue=False)
+        return
+    run = secrets.token_hex(8)
     started = record_and_publish(videos, deps.events, video_id,
                                  {"status": "processing", "progress": 0, "stage": "probe", "error": None,
-                                  "worker": WORKER_ID, "attempt": delivery.attempt},
+                                  "worker": WORKER_ID, "attempt": delivery.attempt, "run": run,
+                                  "hls_available": False, "original_playable": False, "renditions": []},
                                  [("video.status", {"status": "processing"})],
-                                 when=lambda v: v["status"] in ("uploading", "uploaded", "processing"))
+                                 when=lambda v: v["status"] in ("uploaded", "processing"))
     if started is None:
         delivery.ack()
         return
-    report = JobReport(deps, video_id, tenant_id, cancel)
+    report = JobReport(deps, video_id, tenant_id, cancel, run)
     log.info("transcode started", extra={"video_id": video_id, "attempt": delivery.attempt})
     try:
-        result = _transcode(deps, body.get("source_key") or keys.original_key(tenant_id, video_id), tenant_id,
-                            video_id, report, cancel)
+        result = _transcode(deps, keys.original_key(tenant_id, video_id), tenant_id, video_id, report, cancel)
     except MediaError as error:
         _fail(deps, tenant_id, video_id, str(error))
         delivery.ack()  # permanent: retrying cannot help
         return
     except Exception as error:
+        if report.superseded:
+            delivery.ack()  # a newer run has this video; its files are its own
+            return
         if report.deleted:
             remove_outputs(deps, tenant_id, video_id)
             delivery.ack()
@@ -125,11 +144,16 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
         reason = _reason(error)
         if delivery.attempt < deps.config.job_max_attempts:
             delay = min(300.0, RETRY_BASE_SECONDS * 2 ** (delivery.attempt - 1))
+            # The pipeline removed its outputs: the record must not promise them meanwhile.
+            record_and_publish(videos, deps.events, video_id, {"hls_available": False, "original_playable": False,
+                                                              "progress": 0, "renditions": []}, [],
+                               when=report.current)
             log.warning("transcode failed, retrying in %.0f s: %s", delay, reason,
                         extra={"video_id": video_id, "attempt": delivery.attempt})
             delivery.retry(delay)
             return
-        _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt} attempts: {reason}")
+        _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt} attempts: {reason}",
+              keep_original=True)
         delivery.nack(requeue=False)  # to the dead-letter queue, for an operator to look at
         return
     finished = record_and_publish(
@@ -138,7 +162,7 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
          "duration": result.duration, "width": result.width, "height": result.height, "outputs": result.outputs,
          "original_playable": result.original_playable, "hls_available": True, "error": None},
         [("video.status", {"status": "ready"}), ("video.ready", {})],
-        when=lambda v: v["status"] == "processing",
+        when=report.current,
     )
     if finished is None and videos.get(video_id) is None:
         remove_outputs(deps, tenant_id, video_id)  # deleted in the last moment
@@ -150,7 +174,8 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
                cancel: threading.Event):
     from transcode_worker.media.pipeline import transcode
 
-    with available_locally(deps.objects, source_key) as source, \
+    # Presigned for as long as a job may take (the source is read more than once).
+    with available_locally(deps.objects, source_key, expires_in=12 * 3600) as source, \
             tempfile.TemporaryDirectory(prefix="reelhouse-job-", dir=deps.config.work_dir) as work_dir:
         media = probe(source)
         return transcode(deps.objects, source, media, tenant_id, video_id, work_dir=work_dir,
@@ -158,10 +183,17 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
                          on_original_ready=report.original_ready, on_hls_ready=report.hls_started, cancel=cancel)
 
 
-def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str) -> None:
-    remove_outputs(deps, tenant_id, video_id)
-    record_and_publish(deps.metadata.videos, deps.events, video_id,
-                       {"status": "failed", "error": error, "progress": 0},
+def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str, keep_original: bool = False) -> None:
+    """Bad media: everything goes. Repeated failures of a good file: the upload stays, to be processed again."""
+    original = keys.original_key(tenant_id, video_id)
+    for info in list(deps.objects.list(keys.video_prefix(tenant_id, video_id))):
+        if not (keep_original and info.key == original):
+            deps.objects.delete(info.key)
+    changes = {"status": "failed", "error": error, "progress": 0, "hls_available": False,
+               "original_playable": False}
+    if not keep_original:
+        changes["size"] = 0  # nothing of it is stored any more: it no longer counts against the quota
+    record_and_publish(deps.metadata.videos, deps.events, video_id, changes,
                        [("video.status", {"status": "failed"}), ("video.failed", {"error": error})],
                        when=lambda v: v["status"] not in ("ready", "failed"))
     log.info("transcode failed", extra={"video_id": video_id, "reason": error})

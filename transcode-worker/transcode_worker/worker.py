@@ -1,4 +1,4 @@
-"""The worker runtime: K consumer threads, an express-only one among them, and a graceful stop."""
+"""The worker runtime: K consumer threads plus one for express jobs only, and a graceful stop."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ class Worker:
         self._lock = threading.Lock()
 
     def lanes_for(self, index: int) -> tuple[str, ...]:
-        """With two or more threads, the first takes express jobs only: short videos never wait behind long ones."""
-        return ("express",) if self.concurrency >= 2 and index == 0 else LANES
+        """Thread 0 takes express jobs only, beside the K threads that take both: short videos never wait behind
+        long ones, whatever the concurrency."""
+        return ("express",) if index == 0 else LANES
 
     def start(self) -> Worker:
-        for index in range(self.concurrency):
+        for index in range(self.concurrency + 1):
             thread = threading.Thread(target=self._consume, args=(self.lanes_for(index),),
                                       name=f"transcode-{index}", daemon=True)
             thread.start()

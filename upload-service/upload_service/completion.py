@@ -44,34 +44,42 @@ def complete_upload(deps: Dependencies, assembler: Assembler, upload: dict[str, 
         raise ApiError(503, "storage_unavailable", "The upload is complete but could not be stored yet; it will "
                        "be retried.", headers={"Retry-After": "30"}) from None
 
-    lane = "express" if media.duration <= deps.config.express_max_duration else "bulk"
-    job = {"type": "transcode", "video_id": video_id, "tenant_id": tenant_id, "source_key": key,
-           "duration": media.duration}
-    try:
-        # Enqueued before the video says `uploaded`: nobody is told it is uploaded while its job could be lost.
-        deps.jobs.publish(job, lane=lane)
-    except Exception:
-        log.exception("could not enqueue the transcode job", extra={"video_id": video_id})
-        raise ApiError(503, "queue_unavailable",
-                       "The upload is complete but its processing could not be queued yet; it will be retried.",
-                       headers={"Retry-After": "10"}) from None
+    # Outbox: `uploaded` and "its job is owed" are one atomic write; the job is published after it. If the queue
+    # is down, the sweeper publishes owed jobs later, so nothing said `uploaded` is ever left without a job.
     video = record_and_publish(
         deps.metadata.videos, deps.events, video_id,
         {"status": "uploaded", "progress": 0, "duration": media.duration, "width": media.width,
-         "height": media.height, "source": media.as_dict(), "size": info.size, "error": None},
+         "height": media.height, "source": media.as_dict(), "size": info.size, "error": None, "job_pending": True},
         [("video.status", {"status": "uploaded"})],
         when=lambda current: current["status"] == "uploading",
     )
     save({"state": "done"})
-    log.info("upload complete", extra={"video_id": video_id, "bytes": info.size, "lane": lane})
+    if video is not None:
+        enqueue_transcode(deps, video)
+    log.info("upload complete", extra={"video_id": video_id, "bytes": info.size})
     return video
+
+
+def enqueue_transcode(deps: Dependencies, video: dict[str, Any]) -> bool:
+    """Publish the video's transcode job and settle the outbox flag; False (logged) when the queue is down."""
+    lane = "express" if (video.get("duration") or 0) <= deps.config.express_max_duration else "bulk"
+    job = {"type": "transcode", "video_id": video["id"], "tenant_id": video["tenant_id"],
+           "duration": video.get("duration")}
+    try:
+        deps.jobs.publish(job, lane=lane)
+    except Exception:
+        log.warning("transcode job not queued yet; the sweeper will retry", exc_info=True,
+                    extra={"video_id": video["id"]})
+        return False
+    deps.metadata.videos.update(video["id"], {"job_pending": False})
+    return True
 
 
 def _fail(deps: Dependencies, upload: dict[str, Any], key: str, error: str, save: Save) -> dict | None:
     deps.objects.delete(key)  # nothing we cannot use is kept
     video = record_and_publish(
         deps.metadata.videos, deps.events, upload["id"],
-        {"status": "failed", "error": error, "progress": 0},
+        {"status": "failed", "error": error, "progress": 0, "size": 0},
         [("video.status", {"status": "failed"}), ("video.failed", {"error": error})],
         when=lambda current: current["status"] == "uploading",
     )

@@ -13,7 +13,7 @@ from services.bootstrap import Dependencies
 from services.errors import ApiError
 from services.ports import MultipartUploads
 from upload_service.assembly import Assembler
-from upload_service.completion import complete_upload
+from upload_service.completion import complete_upload, enqueue_transcode
 from upload_service.lease import UploadLease
 from upload_service.tus import expire
 
@@ -53,6 +53,11 @@ def sweep(deps: Dependencies, assembler: Assembler, now: float | None = None) ->
             log.warning("completion retry failed: %s", error.message, extra={"video_id": upload["id"]})
         except Exception:
             log.exception("completion retry failed", extra={"video_id": upload["id"]})
+    done["enqueued"] = 0
+    owed = deps.metadata.videos.find({"job_pending": True, "status": "uploaded"}, per_page=200).items
+    for video in owed:  # the outbox: jobs a queue outage kept from being published
+        if _epoch(video["updated_at"]) <= now - STUCK_SECONDS and enqueue_transcode(deps, video):
+            done["enqueued"] += 1
     try:
         done["aborted"] = _abort_orphans(deps, now)
     except Exception:

@@ -63,11 +63,11 @@ def options(upload_id: str | None = None):
 
 
 def tenant_usage(tenant_id: str) -> int:
-    """Bytes a tenant stores or has announced: every video that has not failed."""
+    """Bytes a tenant stores or has announced (a video whose bytes were removed counts 0)."""
     total, page = 0, 1
     videos = deps().metadata.videos
     while True:
-        batch = videos.find({"tenant_id": tenant_id, "status": {"$ne": "failed"}}, page=page, per_page=500)
+        batch = videos.find({"tenant_id": tenant_id}, page=page, per_page=500)  # size is 0 once bytes are gone
         total += sum(v.get("size") or 0 for v in batch.items)
         if page * 500 >= batch.total:
             return total

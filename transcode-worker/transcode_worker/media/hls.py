@@ -104,6 +104,8 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         # temp_file: playlists are renamed into place, so a reader never sees half a playlist.
         "hls_playlist_type": "event", "hls_flags": "independent_segments+temp_file",
         "hls_list_size": "0", "var_stream_map": " ".join(stream_map), "master_pl_name": MASTER_NAME,
+        # The uploader's tags (titles, GPS, device) stay private: outputs carry none of them.
+        "map_metadata": "-1", "map_chapters": "-1",
     })
     if pad_video:
         options["t"] = f"{probe.duration:.3f}"

@@ -55,7 +55,7 @@ def thumbnail_command(source: str, thumbnail_path: str | Path, poster_path: str 
     stream = ffmpeg.input(source, ss=str(start), **input_options(source))
     # `thumbnail` picks, out of `frames` frames, the one closest to their average histogram: a typical picture,
     # not a black or flash frame. One decode feeds both images.
-    best = stream.video.filter("thumbnail", n=frames).filter_multi_output("split", 2)
+    best = stream.video.filter("thumbnail", n=max(2, frames)).filter_multi_output("split", 2)  # ffmpeg wants n ≥ 2
     outputs = []
     for index, (path, width) in enumerate(((thumbnail_path, THUMBNAIL_WIDTH), (poster_path, POSTER_MAX_WIDTH))):
         w, h = _size_for_width(probe, width)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import signal
@@ -49,7 +50,8 @@ def run_ffmpeg(argv: Sequence[str], *, on_progress: Callable[[float], None] | No
     # stderr goes to a file: a pipe nobody reads fills up (64 KiB) and blocks ffmpeg forever.
     with tempfile.TemporaryFile(prefix="ffmpeg-stderr-") as stderr:
         process = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr,
-                                   start_new_session=True)  # own process group: kill it and anything it forks
+                                   start_new_session=True,  # own process group: kill it and anything it forks
+                                   preexec_fn=_die_with_parent)
         try:
             _follow(process, on_progress, cancel, deadline, timeout)
         except BaseException:
@@ -59,6 +61,15 @@ def run_ffmpeg(argv: Sequence[str], *, on_progress: Callable[[float], None] | No
             process.stdout.close()
         if process.returncode != 0:
             raise TranscodeError(f"ffmpeg exited with status {process.returncode}: {_tail(stderr)}")
+
+
+def _die_with_parent() -> None:
+    """Linux: ffmpeg gets SIGKILL when the worker that started it dies, instead of encoding on as an orphan."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _follow(process: subprocess.Popen, on_progress, cancel, deadline, timeout) -> None:
