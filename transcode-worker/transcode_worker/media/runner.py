@@ -35,9 +35,12 @@ def ffmpeg_binary() -> str:
     return os.environ.get("FFMPEG_BINARY") or imageio_ffmpeg.get_ffmpeg_exe()
 
 
+MAX_RUN_SECONDS = 5 * 3600.0  # below the broker's consumer timeout (6 h in compose): a job must end first
+
+
 def time_limit(duration: float | None, *, base: float = 60.0, factor: float = 10.0) -> float:
     """A generous limit for one ffmpeg run over a source of `duration` seconds (runaway protection only)."""
-    return base + factor * max(float(duration or 0), 0.0)
+    return min(MAX_RUN_SECONDS, base + factor * max(float(duration or 0), 0.0))
 
 
 def run_ffmpeg(argv: Sequence[str], *, on_progress: Callable[[float], None] | None = None,
