@@ -23,11 +23,18 @@ class PlaybackTokens:
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode({"iss": self.issuer, "aud": AUDIENCE, **claims}, self._secret, algorithm="HS256")
 
-    def issue(self, video: dict[str, Any], now: float | None = None) -> tuple[str, str]:
-        """A token to watch `video` for `ttl` seconds, and its expiry (ISO 8601)."""
+    def issue(self, video: dict[str, Any], now: float | None = None, *, user_id: str | None = None,
+              shared: bool = False) -> tuple[str, str]:
+        """A token to watch `video` for `ttl` seconds, and its expiry (ISO 8601). It names who it was issued to
+        (`user_id`), or that it came from the share link (`shared`), so access is checked again on every use."""
         now = int(time.time() if now is None else now)
         expires = now + self.ttl
-        token = self._encode({"typ": "play", "vid": video["id"], "tid": video["tenant_id"], "iat": now, "exp": expires})
+        claims = {"typ": "play", "vid": video["id"], "tid": video["tenant_id"], "iat": now, "exp": expires}
+        if user_id:
+            claims["sub"] = user_id
+        if shared:
+            claims["sv"] = video.get("share_version", 0)
+        token = self._encode(claims)
         return token, datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def share(self, video: dict[str, Any]) -> str:

@@ -77,12 +77,12 @@ def original_key_to_serve(video: dict[str, Any]) -> str | None:
     return None
 
 
-def api_video(video: dict[str, Any], playback: Any, *, token: str | None = None, expires: str | None = None,
-              share_token: str | None = None) -> dict[str, Any]:
-    """The contract's video with URLs that carry a playback token, so players need no headers."""
+def api_video(video: dict[str, Any], playback: Any, *, viewer: str | None = None, share_token: str | None = None
+              ) -> dict[str, Any]:
+    """The contract's video with URLs that carry a playback token for `viewer` (a user id; None: the share link),
+    so players need no headers."""
     data = public_video(video)
-    if token is None:
-        token, expires = playback.issue(video)
+    token, expires = playback.issue(video, user_id=viewer, shared=viewer is None)
     base, query = f"/api/stream/{video['id']}", f"?token={token}"
     ready = video["status"] == "ready"
     data["playback"] = {

@@ -11,7 +11,7 @@ from services import keys
 from services.authz import current_principal
 from services.errors import ApiError
 from services.ports import ObjectNotFound
-from services.tokens import TokenError
+from services.tokens import Principal, TokenError
 from services.videos import can_see, original_key_to_serve
 from stream_service.delivery import EVENT_PLAYLIST, IMMUTABLE, VOD_PLAYLIST, serve_bytes, serve_object
 from stream_service.playlists import is_vod, playlist_with_token, storyboard_with_token
@@ -39,15 +39,22 @@ def authorize(video_id: str) -> tuple[dict, str]:
         video = deps.metadata.videos.get(video_id, tenant_id=claims["tid"])
         if video is None:
             raise ApiError(404, "not_found", "No such video.")
-        if claims["typ"] == "share" and (video["visibility"] != "unlisted"
-                                         or claims.get("sv") != video.get("share_version", 0)):
+        # Access is checked again on every use: a token never outlives a visibility change, a removed user or
+        # a rotated share link.
+        if "sv" in claims and (video["visibility"] != "unlisted" or claims["sv"] != video.get("share_version", 0)):
             raise ApiError(401, "share_revoked", "This share link no longer works; ask for a new one.")
+        if "sub" in claims:
+            user = deps.metadata.users.get(claims["sub"], tenant_id=claims["tid"])
+            if user is None or not can_see(Principal(user["id"], claims["tid"], user["role"]), video):
+                raise ApiError(404, "not_found", "No such video.")
+        elif "sv" not in claims:
+            raise ApiError(401, "invalid_token", "This playback token is not valid.")
         return video, token
     principal = current_principal()
     video = deps.metadata.videos.get(video_id, tenant_id=principal.tenant_id)
     if video is None or not can_see(principal, video):
         raise ApiError(404, "not_found", "No such video.")
-    return video, deps.playback.issue(video)[0]
+    return video, deps.playback.issue(video, user_id=principal.user_id)[0]
 
 
 def _mode() -> str:
@@ -68,6 +75,10 @@ def _rewritten(key: str, token: str, rewrite, content_type: str, cache_control: 
     body = rewrite(text, token).encode("utf-8")
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
     cache = cache_control or (VOD_PLAYLIST if is_vod(text) else EVENT_PLAYLIST)
+    if "token" not in request.args:
+        # Built for a bearer caller, with a token minted for them inside: the same URL must not be replayed
+        # from a cache to somebody else, nor after that token expired.
+        cache = "private, no-store"
     return serve_bytes(body, etag=etag, last_modified=info.last_modified, content_type=content_type,
                        cache_control=cache)
 
@@ -123,5 +134,6 @@ def storyboard_image(video_id: str):
 @bp.route("/<video_id>/storyboard.vtt", methods=["GET", "HEAD"])
 def storyboard(video_id: str):
     video, token = authorize(video_id)
+    # Never immutable: the index names the sprite with a token that expires.
     return _rewritten(keys.storyboard_index_key(video["tenant_id"], video_id), token, storyboard_with_token,
-                      "text/vtt", IMMUTABLE if video["status"] == "ready" else EVENT_PLAYLIST)
+                      "text/vtt", VOD_PLAYLIST if video["status"] == "ready" else EVENT_PLAYLIST)

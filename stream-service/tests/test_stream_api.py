@@ -224,3 +224,30 @@ def test_deleting_a_video_mid_transcode_stops_it_and_leaves_nothing(api, deps, t
         leftovers = [info.key for info in deps.objects.list(keys.video_prefix(tenant, video_id))]
     assert leftovers == []
     assert deps.jobs.pending() == 0
+
+
+def test_tokens_never_outlive_access(api, watched):
+    video, admin = watched
+    api.call("POST", "/api/auth/users", admin, json={"email": "v@acme.test", "password": STRONG_PASSWORD,
+                                                     "role": "viewer"})
+    viewer = api.login("v@acme.test").get_json()["access_token"]
+    viewer_url = api.call("GET", f"/api/videos/{video['id']}", viewer).get_json()["playback"]["original_url"]
+    assert api.client.get(viewer_url).status_code == 200
+    api.call("PATCH", f"/api/videos/{video['id']}", admin, json={"visibility": "private"})
+    assert_error(api.client.get(viewer_url), 404, "not_found")  # the viewer's token no longer opens it
+    # Play tokens handed out through a share link die with the link.
+    shared = api.call("PATCH", f"/api/videos/{video['id']}", admin, json={"visibility": "unlisted"}).get_json()
+    share = shared["share_url"].split("share=")[1]
+    anonymous = api.client.application.test_client()
+    play_url = anonymous.get(f"/api/videos/{video['id']}?share={share}").get_json()["playback"]["original_url"]
+    assert anonymous.get(play_url).status_code == 200
+    api.call("POST", f"/api/videos/{video['id']}/share", admin)
+    assert_error(anonymous.get(play_url), 401, "share_revoked")
+
+
+def test_what_bearer_callers_get_is_never_cached(api, watched):
+    video, admin = watched
+    master = api.call("GET", f"/api/stream/{video['id']}/hls/master.m3u8", admin)
+    assert master.status_code == 200 and master.headers["Cache-Control"] == "private, no-store"
+    vtt = api.client.get(video["storyboard_url"])
+    assert vtt.status_code == 200 and "immutable" not in vtt.headers["Cache-Control"]

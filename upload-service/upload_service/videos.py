@@ -23,7 +23,7 @@ def _view(video: dict) -> dict:
     """The API shape with fresh playback URLs; editors of an unlisted video also get its share link."""
     deps, principal = _deps(), current_principal()
     share = deps.playback.share(video) if video["visibility"] == "unlisted" and can_edit(principal, video) else None
-    return api_video(video, deps.playback, share_token=share)
+    return api_video(video, deps.playback, viewer=principal.user_id, share_token=share)
 
 
 def _video_or_404(video_id: str) -> dict:
