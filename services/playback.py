@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 
+from services.errors import ApiError
 from services.tokens import TokenError
 
 AUDIENCE = "reelhouse-playback"
@@ -58,3 +59,11 @@ class PlaybackTokens:
         if claims["vid"] != video_id:
             raise TokenError("token_scope", "This playback token is for another video.")
         return claims
+
+
+def claims_or_error(tokens: PlaybackTokens, token: str, video_id: str) -> dict[str, Any]:
+    """`tokens.verify`, with failures as the contract's errors: 403 for another video's token, else 401."""
+    try:
+        return tokens.verify(token, video_id)
+    except TokenError as error:
+        raise ApiError(403 if error.code == "token_scope" else 401, error.code, error.message) from None

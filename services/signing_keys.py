@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,20 +58,16 @@ def signing_key_from_pem(pem: bytes) -> SigningKey:
     return SigningKey(key, algorithm, kid, {**jwk, "kid": kid, "alg": algorithm, "use": "sig"})
 
 
-def load_signing_key(config: Config) -> SigningKey:
-    if config.jwt_private_key:
-        return signing_key_from_pem(config.jwt_private_key.replace("\\n", "\n").encode())
-    path = config.data_dir / KEY_FILE
-    if not path.exists():
+def _create_once(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The file's bytes, creating it (mode 0600) on first use. Written whole to a private temp file, then
+    linked into place: when two processes start together, one link wins and neither reads a half-written file."""
+    if not path.exists() or path.stat().st_size == 0:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        # Written whole to a private temp file, then linked into place: when two processes start together,
-        # one link wins and neither can ever read a half-written key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+        path.unlink(missing_ok=True)  # an empty file is a crash's leftover, never a key
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(pem)
+                f.write(make())
                 f.flush()
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o600)
@@ -80,7 +77,15 @@ def load_signing_key(config: Config) -> SigningKey:
                 pass
         finally:
             os.unlink(tmp)
-    return signing_key_from_pem(path.read_bytes())
+    return path.read_bytes()
+
+
+def load_signing_key(config: Config) -> SigningKey:
+    if config.jwt_private_key:
+        return signing_key_from_pem(config.jwt_private_key.replace("\\n", "\n").encode())
+    pem = _create_once(config.data_dir / KEY_FILE, lambda: ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return signing_key_from_pem(pem)
 
 
 PLAYBACK_KEY_FILE = Path("keys") / "playback.key"
@@ -91,18 +96,4 @@ def load_playback_secret(config: Config) -> bytes:
     generated once into the data dir (mode 0600)."""
     if config.playback_secret:
         return config.playback_secret.encode()
-    path = config.data_dir / PLAYBACK_KEY_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".playback-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_urlsafe(48).encode())
-            os.chmod(tmp, 0o600)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-        finally:
-            os.unlink(tmp)
-    return path.read_bytes().strip()
+    return _create_once(config.data_dir / PLAYBACK_KEY_FILE, lambda: secrets.token_urlsafe(48).encode()).strip()

@@ -10,8 +10,9 @@ from flask import Blueprint, current_app, request
 from services import keys
 from services.authz import current_principal
 from services.errors import ApiError
+from services.playback import claims_or_error
 from services.ports import ObjectNotFound
-from services.tokens import Principal, TokenError
+from services.tokens import Principal
 from services.videos import can_see, original_key_to_serve
 from stream_service.delivery import EVENT_PLAYLIST, IMMUTABLE, VOD_PLAYLIST, serve_bytes, serve_object
 from stream_service.playlists import is_vod, playlist_with_token, storyboard_with_token
@@ -32,10 +33,7 @@ def authorize(video_id: str) -> tuple[dict, str]:
     deps = _deps()
     token = request.args.get("token")
     if token:
-        try:
-            claims = deps.playback.verify(token, video_id)
-        except TokenError as error:
-            raise ApiError(403 if error.code == "token_scope" else 401, error.code, error.message) from None
+        claims = claims_or_error(deps.playback, token, video_id)
         video = deps.metadata.videos.get(video_id, tenant_id=claims["tid"])
         if video is None:
             raise ApiError(404, "not_found", "No such video.")

@@ -7,7 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 from services import keys
 from services.authz import current_principal, require_role
 from services.errors import ApiError
-from services.tokens import TokenError
+from services.playback import claims_or_error
 from services.videos import STATUSES, VISIBILITIES, api_video, can_edit, can_see
 from services.web import fields, json_body, page_args
 from upload_service.lease import UploadLease
@@ -64,10 +64,7 @@ def get_video(video_id: str):
 def _shared(video_id: str, token: str) -> dict:
     """An unlisted video for anyone holding its share link, logged in or not."""
     deps = _deps()
-    try:
-        claims = deps.playback.verify(token, video_id)
-    except TokenError as error:
-        raise ApiError(403 if error.code == "token_scope" else 401, error.code, error.message) from None
+    claims = claims_or_error(deps.playback, token, video_id)
     video = deps.metadata.videos.get(video_id, tenant_id=claims["tid"])
     if video is None:
         raise ApiError(404, "not_found", "No such video.")
