@@ -346,8 +346,22 @@ class RabbitJobQueue(JobQueue):
         properties = pika.BasicProperties(
             delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json",
             message_id=uuid.uuid4().hex, timestamp=int(time.time()), headers={"x-attempt": 1})
-        self._publisher.run(lambda ch: ch.basic_publish("", self.queue_name(lane), payload, properties,
-                                                        mandatory=True), "publish job")
+        self._publish_confirmed(lambda ch: ch.basic_publish("", self.queue_name(lane), payload, properties,
+                                                            mandatory=True), "publish job")
+
+    def _publish_confirmed(self, operation: Callable[[BlockingChannel], Any], what: str) -> None:
+        """A nack means the broker did not store the message (e.g. a quorum queue whose leader is still being
+        elected right after it was declared): publishing it again cannot duplicate it, so try a few times."""
+        for delay in (0.2, 0.5, 1.0, 2.0):
+            try:
+                self._publisher.run(operation, what)
+                return
+            except PublishRejected as error:
+                if not isinstance(error.__cause__, pika.exceptions.NackError):
+                    raise
+                log.warning("%s: nacked by the broker, trying again in %.1f s", what, delay)
+                time.sleep(delay)
+        self._publisher.run(operation, what)
 
     def _publish_retry(self, delivery: RabbitDelivery, delay: float) -> None:
         if not delay >= 0:
