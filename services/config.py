@@ -56,6 +56,9 @@ class Config:
     playback_secret: str | None = None
     playback_token_ttl: int = 3600
     stream_delivery: str = "proxy"
+    webhook_allow_loopback: bool = False
+    webhook_retry_base: float = 30.0
+    webhook_poll_interval: float = 1.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -118,6 +121,9 @@ class Config:
             playback_secret=env.get("PLAYBACK_SECRET") or None,
             playback_token_ttl=_int(env, "PLAYBACK_TOKEN_TTL", 3600, 60, 7 * 24 * 3600),
             stream_delivery=(env.get("STREAM_DELIVERY") or "proxy").lower(),
+            webhook_allow_loopback=env.get("WEBHOOK_ALLOW_LOOPBACK", "") in ("1", "true", "yes"),
+            webhook_retry_base=_float(env, "WEBHOOK_RETRY_BASE_SECONDS", 30.0, 0.01, 3600.0),
+            webhook_poll_interval=_float(env, "WEBHOOK_POLL_SECONDS", 1.0, 0.01, 60.0),
         )
         values.update(overrides)
         config = cls(**values)
@@ -214,6 +220,19 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         value = int(raw)
     except ValueError:
         raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}: {value} is outside {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a number") from None
     if not low <= value <= high:
         raise ConfigError(f"{name}: {value} is outside {low}..{high}")
     return value

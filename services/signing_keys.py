@@ -61,9 +61,10 @@ def signing_key_from_pem(pem: bytes) -> SigningKey:
 def _create_once(path: Path, make: Callable[[], bytes]) -> bytes:
     """The file's bytes, creating it (mode 0600) on first use. Written whole to a private temp file, then
     linked into place: when two processes start together, one link wins and neither reads a half-written file."""
-    if not path.exists() or path.stat().st_size == 0:
+    if path.exists() and path.stat().st_size == 0:
+        path.unlink(missing_ok=True)  # an empty file is an old crash's leftover: files are linked in whole
+    if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.unlink(missing_ok=True)  # an empty file is a crash's leftover, never a key
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".new-")
         try:
             with os.fdopen(fd, "wb") as f:

@@ -468,6 +468,60 @@ def _video_paths() -> dict[str, dict]:
             {"200": _json(_ref("Video")), **VIDEO_ERRORS, **forbidden,
              "409": _error("`not_unlisted`: only unlisted videos have share links")}, parameters=video_id)},
         **_stream_paths(),
+        **_webhook_paths(),
+    }
+
+
+WEBHOOK = {"type": "object", "required": ["id", "url", "events", "active", "created_at"], "properties": {
+    "id": {"type": "string"}, "url": {"type": "string", "format": "uri"},
+    "events": {"type": "array", "items": {"type": "string", "enum": ["video.ready", "video.failed"]}},
+    "active": {"type": "boolean"}, "created_at": {"type": "string", "format": "date-time"}}}
+DELIVERY = {"type": "object", "required": ["id", "webhook_id", "event", "status", "attempts"], "properties": {
+    "id": {"type": "string"}, "webhook_id": {"type": "string"}, "event": {"type": "string"},
+    "video_id": {"type": ["string", "null"]}, "status": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+    "attempts": {"type": "integer"}, "next_attempt_at": {"type": ["number", "null"]},
+    "last_status_code": {"type": ["integer", "null"]}, "last_error": {"type": ["string", "null"]},
+    "created_at": {"type": "string"}, "updated_at": {"type": "string"}}}
+
+
+def _page_of(item: dict) -> dict:
+    return {"type": "object", "required": ["items", "total", "page", "per_page"], "properties": {
+        "items": {"type": "array", "items": item}, "total": {"type": "integer"}, "page": {"type": "integer"},
+        "per_page": {"type": "integer"}}}
+
+
+def _webhook_paths() -> dict[str, dict]:
+    webhook_id = [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+    missing = {"404": _error("`not_found`: no such webhook in this organisation")}
+    return {
+        "/api/webhooks": {
+            "get": _op("The organisation's webhooks", "webhooks",
+                       {"200": _json(_page_of(WEBHOOK)), **ADMIN_ERRORS, "422": _error("Bad paging parameters")},
+                       parameters=PAGING),
+            "post": _op(
+                "Register a webhook: video.ready / video.failed POSTed as JSON, signed with HMAC-SHA256 over "
+                "`<timestamp>.<body>` (header `Reelhouse-Signature: t=…,v1=…`), retried with backoff for 24 h",
+                "webhooks",
+                {"201": _json({"allOf": [WEBHOOK, {"type": "object", "required": ["secret"], "properties": {
+                    "secret": {"type": "string", "description": "shown only here, once"}}}]}, "Created"),
+                 **BAD_BODY, **ADMIN_ERRORS,
+                 "409": _error("`too_many_webhooks`"),
+                 "422": _error("`unsafe_url` (not http(s), or resolving to link-local/metadata/loopback "
+                               "addresses), or `validation_error`")},
+                body={"type": "object", "required": ["url"], "properties": {
+                    "url": {"type": "string", "format": "uri"},
+                    "events": {"type": "array", "items": WEBHOOK["properties"]["events"]["items"]}}}),
+        },
+        "/api/webhooks/{webhook_id}": {
+            "get": _op("One webhook (never its secret)", "webhooks", {"200": _json(WEBHOOK), **ADMIN_ERRORS, **missing},
+                       parameters=webhook_id),
+            "delete": _op("Remove a webhook and its delivery records", "webhooks",
+                          {"204": {"description": "Removed"}, **ADMIN_ERRORS, **missing}, parameters=webhook_id),
+        },
+        "/api/webhooks/{webhook_id}/deliveries": {"get": _op(
+            "Delivery attempts, newest first", "webhooks",
+            {"200": _json(_page_of(DELIVERY)), **ADMIN_ERRORS, **missing, "422": _error("Bad paging parameters")},
+            parameters=[*webhook_id, *PAGING])},
     }
 
 
@@ -535,6 +589,7 @@ def spec() -> dict[str, Any]:
                                                     "resumable-upload). Every response carries Tus-Resumable."},
                  {"name": "videos", "description": "The organisation's video library"},
                  {"name": "stream", "description": "Watching: ranges per RFC 9110, HLS, images; playback tokens"},
+                 {"name": "webhooks", "description": "Signed event notifications to your servers (admin only)"},
                  {"name": "operations"}],
         "paths": _paths(),
         "components": {

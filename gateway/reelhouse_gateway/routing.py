@@ -10,6 +10,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/videos", "upload"),
     ("/api/stream", "stream"),
     ("/socket.io", "notify"),
+    ("/api/webhooks", "notify"),
 )
 """(path prefix, service). Everything else — /api/openapi.json, /api/docs, /healthz, /readyz, /metrics and
 the web app at / — is the gateway's own."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from gunicorn.app.base import BaseApplication
@@ -22,8 +23,14 @@ LOG_CONFIG = {
 }
 
 
+# Flask-SocketIO runs in threading mode (see notify_service.realtime): every open websocket (and every pending
+# long-poll) holds one of these threads for its lifetime, so the pool must be far larger than the HTTP load;
+# with 32 threads the 32nd websocket starved every HTTP request (measured 2026-11-25).
+DEFAULT_THREADS = int(os.environ.get("REELHOUSE_THREADS") or 512)
+
+
 class EmbeddedServer(BaseApplication):
-    def __init__(self, config: Config, threads: int = 32):
+    def __init__(self, config: Config, threads: int = DEFAULT_THREADS):
         self.config = config
         self.options = {
             "bind": f"{config.host}:{config.port}",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from flask import Flask
 
+from notify_service.realtime import Realtime
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
 from services.web import create_base_app
@@ -11,7 +14,13 @@ from services.web import create_base_app
 
 def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
     deps = deps or bootstrap(config)
-    return create_base_app("notify-service", deps, readiness=readiness_checks(deps), import_name=__name__)
+    app = create_base_app("notify-service", deps, readiness=readiness_checks(deps), import_name=__name__)
+    app.extensions["notify.realtime"] = Realtime(app, deps)
+    if importlib.util.find_spec("notify_service.webhooks") is not None:  # item 4 of issue 6, built separately
+        from notify_service import webhooks
+
+        webhooks.register(app, deps)
+    return app
 
 
 def readiness_checks(deps: Dependencies) -> dict:

@@ -54,6 +54,7 @@ def _table_sql(c: Collection) -> list[str]:
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, [stmt for name in ("tenants", "users", "videos", "uploads", "refresh_tokens")
          for stmt in _table_sql(COLLECTIONS[name])]),
+    (2, [stmt for name in ("webhooks", "webhook_deliveries") for stmt in _table_sql(COLLECTIONS[name])]),
 ]
 
 

@@ -54,6 +54,8 @@ COLLECTIONS: dict[str, Collection] = {
                    search_field="title"),
         Collection("uploads", indexes=(("tenant_id",), ("expires_at",))),
         Collection("refresh_tokens", unique=(("token_hash",),), indexes=(("family_id",), ("user_id",))),
+        Collection("webhooks", indexes=(("tenant_id",),)),
+        Collection("webhook_deliveries", indexes=(("webhook_id",), ("status", "next_attempt_at"))),
     )
 }
 
@@ -112,6 +114,8 @@ class MetadataStore(ABC):
     videos: Repository
     uploads: Repository
     refresh_tokens: Repository
+    webhooks: Repository
+    webhook_deliveries: Repository
 
     @abstractmethod
     def ping(self) -> None:

@@ -508,3 +508,17 @@ def test_or_matches_any_branch(metadata_store):
     assert all_ids(videos, where) == {shared, mine}
     assert videos.find(where).total == 2
     assert all_ids(videos, {"tenant_id": "t1", "$or": []}) == set()
+
+
+def test_webhook_deliveries_due_query_and_claim(metadata_store):
+    hooks, deliveries = metadata_store.webhooks, metadata_store.webhook_deliveries
+    hook = hooks.add({"tenant_id": "t1", "url": "https://example.com/h", "events": ["video.ready"],
+                      "secret": "s", "active": True})
+    assert ids(hooks.find({"tenant_id": "t1", "active": True})) == [hook["id"]]
+    due = deliveries.add({"tenant_id": "t1", "webhook_id": hook["id"], "status": "pending", "next_attempt_at": 10.5})
+    deliveries.add({"tenant_id": "t1", "webhook_id": hook["id"], "status": "pending", "next_attempt_at": 99.0})
+    deliveries.add({"tenant_id": "t1", "webhook_id": hook["id"], "status": "delivered", "next_attempt_at": 1.0})
+    assert ids(deliveries.find({"status": "pending", "next_attempt_at": {"$lte": 20.0}})) == [due["id"]]
+    deliveries.update(due["id"], {"attempts": 1}, expected_version=due["version"])
+    with pytest.raises(VersionConflict):
+        deliveries.update(due["id"], {"attempts": 1}, expected_version=due["version"])

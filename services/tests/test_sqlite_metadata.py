@@ -35,13 +35,13 @@ def test_creates_parent_directories_and_uses_wal(store, db_path):
 
 
 def test_migrations_are_recorded(store, db_path):
-    assert store.schema_version() == 1 == max(v for v, _ in MIGRATIONS)
+    assert store.schema_version() == 2 == max(v for v, _ in MIGRATIONS)
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert [r[0] for r in rows] == [1]
+    assert [r[0] for r in rows] == [1, 2]
     assert rows[0][1]
-    assert {"tenants", "users", "videos", "uploads", "refresh_tokens"} <= tables
+    assert {"tenants", "users", "videos", "uploads", "refresh_tokens", "webhooks", "webhook_deliveries"} <= tables
 
 
 def test_reopening_does_not_rerun_migrations_or_lose_data(store, db_path):
@@ -51,12 +51,39 @@ def test_reopening_does_not_rerun_migrations_or_lose_data(store, db_path):
     store.close()
     for _ in range(2):
         reopened = SqliteMetadataStore(db_path)
-        assert reopened.schema_version() == 1
+        assert reopened.schema_version() == 2
         assert reopened.videos.get(record["id"]) == record
         reopened.close()
     with sqlite3.connect(db_path) as conn:
         after = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
     assert after == before
+
+
+def test_a_version_1_database_is_upgraded_to_version_2(db_path):
+    # Build the file exactly as a store that only knew migration 1 left it.
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)")
+        for statement in dict(MIGRATIONS)[1]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_migrations VALUES (1, '2024-01-01T00:00:00.000000Z')")
+        conn.execute("INSERT INTO videos (id, data) VALUES ('v1', ?)",
+                     ('{"id":"v1","tenant_id":"t1","version":1,"created_at":"2024-01-01T00:00:00.000000Z"}',))
+    upgraded = SqliteMetadataStore(db_path)
+    try:
+        assert upgraded.schema_version() == 2
+        assert upgraded.videos.get("v1")["tenant_id"] == "t1"
+        hook = upgraded.webhooks.add({"tenant_id": "t1", "url": "https://example.com/h"})
+        assert upgraded.webhooks.get(hook["id"])["url"] == "https://example.com/h"
+        delivery = upgraded.webhook_deliveries.add({"tenant_id": "t1", "webhook_id": hook["id"],
+                                                    "status": "pending", "next_attempt_at": 1.0})
+        assert upgraded.webhook_deliveries.find({"status": "pending", "next_attempt_at": {"$lte": 2.0}}).items[0][
+            "id"] == delivery["id"]
+        indexes = {r[0] for r in upgraded.connection().execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"ix_webhooks_tenant_id", "ix_webhook_deliveries_webhook_id",
+                "ix_webhook_deliveries_status_next_attempt_at"} <= indexes
+    finally:
+        upgraded.close()
 
 
 def test_unique_constraints_survive_reopen(store, db_path):

@@ -1,0 +1,292 @@
+"""Socket.IO against a real `reelhouse up` process (gunicorn gthread, threading mode, simple-websocket):
+auth on connect, tenant isolation, subscribe checks, visibility of private videos, and events of a real
+upload → transcode in `seq` order, over the websocket transport and the polling → websocket upgrade."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import imageio_ffmpeg
+import pytest
+import requests
+import socketio
+
+from services.testing import STRONG_PASSWORD, free_port
+
+pytestmark = pytest.mark.e2e
+TUS = {"Tus-Resumable": "1.0.0"}
+EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
+
+
+def make_clip(path: Path, seconds: float = 2) -> Path:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x180:rate=25", "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", str(path)], check=True, timeout=120)
+    return path
+
+
+def start_server(tmp: Path, **extra_env):
+    port, log = free_port(), tmp / f"up-{uuid.uuid4().hex[:6]}.log"
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "REELHOUSE_DATA_DIR": str(tmp / f"data-{port}"), "REELHOUSE_PORT": str(port),
+           "WORKER_CONCURRENCY": "1", **extra_env}
+    proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=env, stdout=log.open("wb"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        try:
+            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                return url, proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("notify")
+    url, proc = start_server(tmp)
+    try:
+        yield {"url": url, "clip": make_clip(tmp / "clip.mp4")}
+    finally:
+        stop_server(proc)
+
+
+def register(url: str) -> dict:
+    body = requests.post(url + "/api/auth/register", timeout=30, json={
+        "tenant_name": f"Org {uuid.uuid4().hex[:6]}", "email": f"{uuid.uuid4().hex[:8]}@org.test",
+        "password": STRONG_PASSWORD}).json()
+    return {"token": body["access_token"], "user": body["user"]}
+
+
+def add_user(url: str, admin_token: str, role: str) -> str:
+    email = f"{role}-{uuid.uuid4().hex[:8]}@org.test"
+    created = requests.post(url + "/api/auth/users", timeout=30, headers={"Authorization": f"Bearer {admin_token}"},
+                            json={"email": email, "password": STRONG_PASSWORD, "role": role})
+    assert created.status_code == 201, created.text
+    return requests.post(url + "/api/auth/login", timeout=30,
+                         json={"email": email, "password": STRONG_PASSWORD}).json()["access_token"]
+
+
+def upload(url: str, token: str, clip: Path, visibility: str | None = None) -> str:
+    data = clip.read_bytes()
+    auth = {"Authorization": f"Bearer {token}", **TUS}
+    meta = f"title {base64.b64encode(b'Live').decode()}"
+    if visibility:
+        meta += f",visibility {base64.b64encode(visibility.encode()).decode()}"
+    created = requests.post(url + "/api/uploads", timeout=30, headers={
+        **auth, "Upload-Length": str(len(data)), "Upload-Metadata": meta})
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    response = requests.patch(url + location, data=data, timeout=60, headers={
+        **auth, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert response.status_code == 204, response.text
+    return location.rsplit("/", 1)[1]
+
+
+class Listener:
+    """A python-socketio client that records every contract event it receives."""
+
+    def __init__(self, url: str, token: str | None, transports: list[str] | None = None):
+        self.client = socketio.Client(reconnection=False)
+        self.events: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        for name in EVENTS:
+            self.client.on(name, self._recorder(name))
+        self.client.connect(url, auth={"token": token} if token else None, transports=transports, wait_timeout=10)
+
+    def _recorder(self, name):
+        def record(data):
+            with self.lock:
+                self.events.append((name, data))
+        return record
+
+    def of(self, video_id: str) -> list[tuple[str, dict]]:
+        with self.lock:
+            return [(name, data) for name, data in self.events if data.get("video_id") == video_id]
+
+    def wait_for(self, video_id: str, name: str, timeout: float = 120) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(n == name for n, _ in self.of(video_id)):
+                return self.of(video_id)
+            time.sleep(0.1)
+        raise AssertionError(f"no {name} for {video_id}; got {self.of(video_id)}")
+
+    def close(self):
+        self.client.disconnect()
+
+
+def refusal(url: str, auth) -> str:
+    client, reasons = socketio.Client(reconnection=False), []
+    client.on("connect_error", lambda data: reasons.append(data))
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
+    deadline = time.monotonic() + 5
+    while not reasons and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reasons, "no connect_error"
+    return str(reasons[0])
+
+
+def test_refused_without_token_or_with_a_forged_one(server):
+    url = server["url"]
+    assert "access token" in refusal(url, None)
+    assert "access token" in refusal(url, {})
+    forged = refusal(url, {"token": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."})
+    assert forged and "Traceback" not in forged
+    assert refusal(url, {"token": "not-a-jwt"})
+
+
+@pytest.mark.parametrize("transports", [["websocket"], None], ids=["websocket", "polling-upgrade"])
+def test_uploader_receives_every_event_in_order_and_other_tenant_nothing(server, transports):
+    url = server["url"]
+    a, b = register(url), register(url)
+    mine, theirs = Listener(url, a["token"], transports), Listener(url, b["token"], transports)
+    try:
+        assert mine.client.transport() == "websocket" or transports is None
+        video_id = upload(url, a["token"], server["clip"])
+        events = mine.wait_for(video_id, "video.ready")
+        names = [name for name, _ in events]
+        statuses = [data["status"] for name, data in events if name == "video.status"]
+        assert statuses[:2] == ["uploaded", "processing"], events
+        assert "video.progress" in names and names.index("video.progress") > names.index("video.status")
+        assert names[-1] == "video.ready" or "video.ready" in names
+        seqs = [data["seq"] for _, data in events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+        assert all(data["tenant_id"] == a["user"]["tenant_id"] and "ts" in data for _, data in events)
+
+        # tenant B: nothing of A's upload, and subscribing to it is refused like a missing video
+        time.sleep(0.5)
+        assert theirs.events == []
+        ack = theirs.client.call("subscribe", {"video_id": video_id}, timeout=10)
+        assert ack["error"]["code"] == "not_found" and ack["error"]["message"]
+        assert mine.client.call("subscribe", {"video_id": video_id}, timeout=10) == {"ok": True, "video_id": video_id}
+        assert mine.client.call("unsubscribe", {"video_id": video_id}, timeout=10)["ok"] is True
+        assert mine.client.call("subscribe", {}, timeout=10)["error"]["code"] == "invalid_request"
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_private_video_events_reach_owner_and_editor_not_viewer(server):
+    url = server["url"]
+    admin = register(url)
+    editor_token, viewer_token = add_user(url, admin["token"], "editor"), add_user(url, admin["token"], "viewer")
+    uploader = add_user(url, admin["token"], "editor")
+    editor, viewer, owner = Listener(url, editor_token), Listener(url, viewer_token), Listener(url, uploader)
+    try:
+        video_id = upload(url, uploader, server["clip"], visibility="private")
+        owner.wait_for(video_id, "video.ready")
+        editor.wait_for(video_id, "video.ready", timeout=10)
+        time.sleep(0.5)
+        assert viewer.of(video_id) == []
+        ack = viewer.client.call("subscribe", {"video_id": video_id}, timeout=10)
+        assert ack["error"]["code"] == "not_found"
+        # a fresh token re-authenticates the same socket
+        assert viewer.client.call("auth", {"token": viewer_token}, timeout=10)["ok"] is True
+        assert viewer.client.call("auth", {"token": "forged"}, timeout=10)["error"]["code"]
+    finally:
+        for listener in (editor, viewer, owner):
+            listener.close()
+
+
+def login(url: str, email: str) -> str:
+    return requests.post(url + "/api/auth/login", timeout=30,
+                         json={"email": email, "password": STRONG_PASSWORD}).json()["access_token"]
+
+
+def test_socket_is_disconnected_when_its_token_expires_unless_reauthenticated(tmp_path):
+    url, proc = start_server(tmp_path, ACCESS_TOKEN_TTL="30")
+    try:
+        account = register(url)
+        email = account["user"]["email"]
+        lapsing, renewed = Listener(url, account["token"]), Listener(url, login(url, email))
+        started = time.monotonic()
+        time.sleep(15)
+        ack = renewed.client.call("auth", {"token": login(url, email)}, timeout=10)
+        assert ack["ok"] is True and ack["role"] == "admin"
+        while lapsing.client.connected and time.monotonic() - started < 45:
+            time.sleep(0.2)
+        assert not lapsing.client.connected
+        assert 28 <= time.monotonic() - started < 40
+        assert renewed.client.connected  # its fresh token runs until ~45 s
+        renewed.close()
+    finally:
+        stop_server(proc)
+
+
+def test_two_notify_processes_on_rabbitmq_both_deliver(tmp_path):
+    import socket as sockets
+
+    try:
+        sockets.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        pytest.fail("RabbitMQ is needed on 127.0.0.1:5672")
+    from services.adapters.rabbitmq_events import RabbitEventBus
+
+    broker, namespace = "amqp://guest:guest@127.0.0.1:5672/%2F", f"notify-{uuid.uuid4().hex[:8]}"
+    shared = {"BROKER_URL": broker, "BROKER_NAMESPACE": namespace, "REELHOUSE_DATA_DIR": str(tmp_path / "data")}
+    gateway_url, gateway = start_server(tmp_path, WORKER_CONCURRENCY="0", **shared)
+    notifiers: list[tuple[str, subprocess.Popen]] = []
+    listeners: list[Listener] = []
+    try:
+        account = register(gateway_url)
+        token, tenant_id = account["token"], account["user"]["tenant_id"]
+        created = requests.post(gateway_url + "/api/uploads", timeout=30, headers={
+            "Authorization": f"Bearer {token}", **TUS, "Upload-Length": "1000",
+            "Upload-Metadata": f"title {base64.b64encode(b'Shared').decode()}"})
+        assert created.status_code == 201, created.text
+        video_id = created.headers["Location"].rsplit("/", 1)[1]
+        for _ in range(2):
+            port = free_port()
+            log = tmp_path / f"notify-{port}.log"
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-w", "1", "--threads", "16",
+                                     "-k", "gthread", "-b", f"127.0.0.1:{port}", "notify_service:create_app()"],
+                                    env={**os.environ, **shared}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            notifiers.append((f"http://127.0.0.1:{port}", proc))
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.2)
+        listeners = [Listener(url, token, ["websocket"]) for url, _ in notifiers]
+        bus = RabbitEventBus(broker, namespace=namespace)
+        try:
+            event = {"video_id": video_id, "tenant_id": tenant_id, "seq": 99, "ts": time.time(),
+                     "stage": "encode", "percent": 42}
+            bus.publish("video.progress", event)
+        finally:
+            bus.close()  # the namespace's exchange is deleted below, after the replicas stopped
+        for listener in listeners:
+            got = listener.wait_for(video_id, "video.progress", timeout=15)
+            assert got == [("video.progress", event)]
+    finally:
+        for listener in listeners:
+            listener.close()
+        for _, proc in notifiers:
+            stop_server(proc)
+        stop_server(gateway)
+        from services.adapters.rabbitmq_jobs import RabbitJobQueue
+
+        RabbitEventBus(broker, namespace=namespace).delete_topology()
+        RabbitJobQueue(broker, namespace=namespace).delete_topology()
