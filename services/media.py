@@ -81,10 +81,15 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
         if not container.streams.video:
             raise MediaError("The file has no video stream.")
         stream = container.streams.video[0]
+        # Generators over a container are closed before the container is: one collected later (maybe in another
+        # thread) would touch freed native memory.
+        decoder = container.decode(stream)
         try:
-            frame = next(container.decode(stream), None)
+            frame = next(decoder, None)
         except (av.FFmpegError, OSError) as error:
             raise MediaError(f"The video stream cannot be decoded ({_reason(error)}).") from None
+        finally:
+            decoder.close()
         if frame is None:
             raise MediaError("The video stream has no frames.")
         if max(frame.width, frame.height) > MAX_SIDE or frame.width * frame.height > MAX_PIXELS:
@@ -110,9 +115,11 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
 def _check_complete(container, stream, duration: float) -> None:
     """The header may promise more than the file holds (a faststart MP4 cut short): demux the last seconds."""
     tolerance = max(1.0, 0.05 * duration)
+    demuxer = None
     try:
         container.seek(int(max(0.0, duration - tolerance - 2) * 1_000_000), backward=True, any_frame=False)
-        for count, packet in enumerate(container.demux(stream)):
+        demuxer = container.demux(stream)
+        for count, packet in enumerate(demuxer):
             if packet.pts is not None and packet.time_base is not None:
                 if float(packet.pts * packet.time_base) - _start(stream) >= duration - tolerance:
                     return
@@ -120,6 +127,9 @@ def _check_complete(container, stream, duration: float) -> None:
                 break
     except (av.FFmpegError, OSError):
         pass
+    finally:
+        if demuxer is not None:
+            demuxer.close()
     raise MediaError("The file is truncated: it ends before the duration its header announces.")
 
 
