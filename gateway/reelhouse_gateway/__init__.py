@@ -22,7 +22,7 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None, *
         "auth": auth_service.create_app(deps=deps),
         "upload": upload_service.create_app(deps=deps, background=background),
         "stream": stream_service.create_app(deps=deps),
-        "notify": notify_service.create_app(deps=deps),
+        "notify": notify_service.create_app(deps=deps, background=background),
     }
     readiness = {"metadata": deps.metadata.ping, "objects": deps.objects.ping, "jobs": deps.jobs.ping,
                  "events": deps.events.ping}

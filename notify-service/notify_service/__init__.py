@@ -12,14 +12,15 @@ from services.config import Config
 from services.web import create_base_app
 
 
-def create_app(config: Config | None = None, deps: Dependencies | None = None) -> Flask:
+def create_app(config: Config | None = None, deps: Dependencies | None = None, *, background: bool = False) -> Flask:
+    """`background=True` (long-running servers, not tests) also starts the webhook dispatcher."""
     deps = deps or bootstrap(config)
     app = create_base_app("notify-service", deps, readiness=readiness_checks(deps), import_name=__name__)
     app.extensions["notify.realtime"] = Realtime(app, deps)
     if importlib.util.find_spec("notify_service.webhooks") is not None:  # item 4 of issue 6, built separately
         from notify_service import webhooks
 
-        webhooks.register(app, deps)
+        webhooks.register(app, deps, start_threads=background)
     return app
 
 
