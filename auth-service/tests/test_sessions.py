@@ -251,6 +251,77 @@ class TestRefresh:
         assert_error(self.refresh(api, second["refresh_token"]), 401, "invalid_refresh_token")
 
 
+class TestCookieSessions:
+    """Browsers: the refresh token lives only in an HttpOnly cookie scoped to /api/auth."""
+
+    def cookie(self, api):
+        return api.client.get_cookie("reelhouse_refresh", path="/api/auth")
+
+    def test_register_and_login_set_the_cookie_and_keep_the_token_out_of_the_body(self, api, app):
+        response = api.client.post("/api/auth/register", json={
+            "tenant_name": "Acme", "email": "admin@acme.test", "password": STRONG_PASSWORD, "session": "cookie"})
+        assert response.status_code == 201
+        body = response.get_json()
+        assert "refresh_token" not in body and body["access_token"] and body["user"]["role"] == "admin"
+        header = response.headers["Set-Cookie"]
+        for attribute in ("HttpOnly", "SameSite=Strict", "Path=/api/auth", "Max-Age=2592000"):
+            assert attribute in header, header
+        assert "Secure" not in header  # plain http here; see the https test
+        assert response.headers["Cache-Control"] == "no-store"
+        stored = _accounts(app).store.refresh_tokens.find({}).items
+        assert len(stored) == 1 and self.cookie(api).value not in json.dumps(stored)  # hashed at rest
+        login = api.login("admin@acme.test", session="cookie")
+        assert login.status_code == 200 and "refresh_token" not in login.get_json()
+        assert "HttpOnly" in login.headers["Set-Cookie"]
+
+    def test_cookie_is_secure_over_https(self, api):
+        api.register()
+        response = api.client.post("/api/auth/login", base_url="https://localhost",
+                                    json={"email": "admin@acme.test", "password": STRONG_PASSWORD, "session": "cookie"})
+        assert response.status_code == 200
+        assert "Secure" in response.headers["Set-Cookie"]
+
+    def test_refresh_from_the_cookie_rotates_it_and_reuse_revokes(self, api):
+        api.register(session="cookie")
+        first = self.cookie(api).value
+        response = api.client.post("/api/auth/refresh", json={})
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert "refresh_token" not in body and body["user"]["email"] == "admin@acme.test"
+        assert api.call("GET", "/api/auth/me", body["access_token"]).status_code == 200
+        second = self.cookie(api).value
+        assert second != first
+        # The spent cookie value replayed (e.g. stolen earlier) revokes the family and clears the cookie.
+        replay = api.client.post("/api/auth/refresh", json={"refresh_token": first})
+        assert_error(replay, 401, "refresh_token_reused")
+        denied = api.client.post("/api/auth/refresh", json={})
+        assert_error(denied, 401, "invalid_refresh_token")
+        assert "Max-Age=0" in denied.headers["Set-Cookie"]
+        assert self.cookie(api) is None
+
+    def test_refresh_without_body_token_or_cookie_is_422(self, api):
+        assert_error(api.client.post("/api/auth/refresh", json={}), 422, "validation_error")
+        assert_error(api.client.post("/api/auth/logout", json={}), 422, "validation_error")
+
+    def test_bad_session_mode_is_422(self, api):
+        response = api.client.post("/api/auth/register", json={
+            "tenant_name": "Acme", "email": "admin@acme.test", "password": STRONG_PASSWORD, "session": "jar"})
+        assert_error(response, 422, "validation_error")
+        assert_error(api.login("admin@acme.test", session="jar"), 422, "validation_error")
+
+    def test_logout_revokes_the_cookie_session_and_clears_the_cookie(self, api):
+        api.register(session="cookie")
+        token = self.cookie(api).value
+        response = api.client.post("/api/auth/logout", json={})
+        assert response.status_code == 204
+        assert "Max-Age=0" in response.headers["Set-Cookie"] and self.cookie(api) is None
+        assert_error(api.client.post("/api/auth/refresh", json={"refresh_token": token}), 401, "invalid_refresh_token")
+
+    def test_the_cookie_never_reaches_other_paths(self, api):
+        api.register(session="cookie")
+        assert self.cookie(api).path == "/api/auth"
+
+
 def test_errors_have_the_contract_shape_for_framework_errors(api):
     assert_error(api.client.get("/api/auth/login"), 405, "method_not_allowed")
     assert_error(api.client.get("/api/auth/does-not-exist"), 404, "not_found")

@@ -80,7 +80,9 @@ SCHEMAS: dict[str, dict] = {
         },
     },
     "Tokens": {
-        "type": "object", "required": ["access_token", "refresh_token", "expires_in", "token_type"],
+        "type": "object", "required": ["access_token", "expires_in", "token_type"],
+        "description": "`refresh_token` is in the body unless the session is a cookie session (then it is set as the "
+                       "HttpOnly cookie `reelhouse_refresh`, Path=/api/auth, SameSite=Strict).",
         "properties": {
             "user": _ref("User"),
             "access_token": {"type": "string"}, "refresh_token": {"type": "string"},
@@ -287,6 +289,13 @@ VIDEO_LIST_PARAMETERS = [
 ]
 
 
+SESSION_MODE = {"type": "string", "enum": ["body", "cookie"], "default": "body",
+                "description": "`cookie`: the refresh token is set as an HttpOnly cookie for /api/auth instead of "
+                               "being returned (browsers)"}
+REFRESH_BODY = {"type": "object", "properties": {"refresh_token": {
+    "type": "string", "description": "required unless the `reelhouse_refresh` cookie is sent"}}}
+
+
 def _paths() -> dict[str, dict]:
     return {
         "/api/auth/register": {"post": _op(
@@ -294,24 +303,22 @@ def _paths() -> dict[str, dict]:
             {"201": _json(_ref("Registration"), "Created"), **BAD_BODY, "409": _error("Organisation exists"), **RATE},
             secure=False, body={"type": "object", "required": ["tenant_name", "email", "password"], "properties": {
                 "tenant_name": {"type": "string", "maxLength": 100}, "email": {"type": "string", "format": "email"},
-                "password": PASSWORD, "display_name": {"type": "string"}}})},
+                "password": PASSWORD, "display_name": {"type": "string"}, "session": SESSION_MODE}})},
         "/api/auth/login": {"post": _op(
             "Log in with email and password", "auth",
             {"200": _json(_ref("Tokens")), **BAD_BODY, "401": _error("Wrong email or password"),
              "409": _error("The email belongs to several organisations: pass tenant"), **RATE},
             secure=False, body={"type": "object", "required": ["email", "password"], "properties": {
                 "email": {"type": "string"}, "password": {"type": "string"},
-                "tenant": {"type": "string", "description": "organisation id or name"}}})},
+                "tenant": {"type": "string", "description": "organisation id or name"}, "session": SESSION_MODE}})},
         "/api/auth/refresh": {"post": _op(
             "Swap a refresh token for a new pair (the old one is spent; reuse signs out its whole family)", "auth",
             {"200": _json(_ref("Tokens")), **BAD_BODY, "401": _error("Invalid, expired or reused refresh token")},
-            secure=False, body={"type": "object", "required": ["refresh_token"],
-                                "properties": {"refresh_token": {"type": "string"}}})},
+            secure=False, body=REFRESH_BODY)},
         "/api/auth/logout": {"post": _op(
             "Revoke a refresh token and every token rotated from it", "auth",
             {"204": {"description": "Logged out"}, **BAD_BODY}, secure=False,
-            body={"type": "object", "required": ["refresh_token"],
-                  "properties": {"refresh_token": {"type": "string"}}})},
+            body=REFRESH_BODY)},
         "/api/auth/me": {"get": _op(
             "The caller and their organisation", "auth",
             {"200": _json({"type": "object", "required": ["user", "tenant"],
