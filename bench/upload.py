@@ -21,16 +21,7 @@ import boto3
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from services.testing import STRONG_PASSWORD, MotoS3Server, free_port  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    target = children[0] if children else str(pid)
-    for line in Path(f"/proc/{target}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+from services.testing import STRONG_PASSWORD, MotoS3Server, free_port, rss_kib  # noqa: E402
 
 
 class FileSlice:

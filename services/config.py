@@ -59,6 +59,8 @@ class Config:
     webhook_allow_loopback: bool = False
     webhook_retry_base: float = 30.0
     webhook_poll_interval: float = 1.0
+    server_threads: int = 512
+    notify_async_mode: str = "threading"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -124,6 +126,8 @@ class Config:
             webhook_allow_loopback=env.get("WEBHOOK_ALLOW_LOOPBACK", "") in ("1", "true", "yes"),
             webhook_retry_base=_float(env, "WEBHOOK_RETRY_BASE_SECONDS", 30.0, 0.01, 3600.0),
             webhook_poll_interval=_float(env, "WEBHOOK_POLL_SECONDS", 1.0, 0.01, 60.0),
+            server_threads=_int(env, "REELHOUSE_THREADS", 512, 4, 10_000),
+            notify_async_mode=(env.get("NOTIFY_ASYNC_MODE") or "threading").lower(),
         )
         values.update(overrides)
         config = cls(**values)
@@ -168,6 +172,9 @@ class Config:
             raise ConfigError(f"STREAM_DELIVERY: {self.stream_delivery!r} must be proxy or redirect")
         if self.playback_secret is not None and len(self.playback_secret) < 32:
             raise ConfigError("PLAYBACK_SECRET: use at least 32 characters of random text")
+        if self.notify_async_mode not in ("threading", "gevent"):
+            raise ConfigError(f"NOTIFY_ASYNC_MODE: {self.notify_async_mode!r} must be threading or gevent "
+                              "(gevent only under `gunicorn -k gevent`)")
         if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"LOG_LEVEL: {self.log_level!r} is not a log level")
 

@@ -25,6 +25,16 @@ def require_infra(what: str) -> None:
     pytest.skip(message)
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a gunicorn master's worker (its only child), else of the process `pid` itself."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    target = children[0] if children else str(pid)
+    for line in Path(f"/proc/{target}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {target}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

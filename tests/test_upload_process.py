@@ -17,7 +17,7 @@ import imageio_ffmpeg
 import pytest
 import requests
 
-from services.testing import STRONG_PASSWORD, MotoS3Server, free_port
+from services.testing import STRONG_PASSWORD, MotoS3Server, free_port, rss_kib
 
 pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -48,12 +48,7 @@ class Server:
 
     def rss_kib(self) -> int:
         """Resident memory of the gunicorn worker (the child that serves requests)."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        pid = children[0] if children else str(self.proc.pid)
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise AssertionError("no VmRSS")
+        return rss_kib(self.proc.pid)
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.infra)])

@@ -30,7 +30,10 @@ def up(host: str | None, port: int | None) -> None:
 
     config = _config(host=host, port=port)
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds password hashes and the signing key
-    serve(config)
+    try:
+        serve(config)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command("check-config")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from gunicorn.app.base import BaseApplication
 
-from services.config import Config
+from services.config import Config, ConfigError
 from services.logs import configure_logging
 
 LOG_CONFIG = {
@@ -23,14 +22,12 @@ LOG_CONFIG = {
 }
 
 
-# Flask-SocketIO runs in threading mode (see notify_service.realtime): every open websocket (and every pending
-# long-poll) holds one of these threads for its lifetime, so the pool must be far larger than the HTTP load;
-# with 32 threads the 32nd websocket starved every HTTP request (measured 2026-11-25).
-DEFAULT_THREADS = int(os.environ.get("REELHOUSE_THREADS") or 512)
-
-
 class EmbeddedServer(BaseApplication):
-    def __init__(self, config: Config, threads: int = DEFAULT_THREADS):
+    def __init__(self, config: Config, threads: int | None = None):
+        # Flask-SocketIO runs in threading mode (see notify_service.realtime): every open websocket (and every
+        # pending long-poll) holds one of these threads for its lifetime, so the pool (REELHOUSE_THREADS, 512)
+        # must be far larger than the HTTP load; with 32 threads the 32nd websocket starved every HTTP request.
+        threads = threads or config.server_threads
         self.config = config
         self.options = {
             "bind": f"{config.host}:{config.port}",
@@ -65,4 +62,9 @@ class EmbeddedServer(BaseApplication):
 
 
 def serve(config: Config) -> None:
+    if config.notify_async_mode != "threading":
+        # gevent needs the whole process monkey-patched before anything is imported (gunicorn -k gevent does it
+        # for a notify replica); the embedded process also runs worker threads, pika and ffmpeg readers.
+        raise ConfigError("NOTIFY_ASYNC_MODE: `reelhouse up` runs Socket.IO in threading mode; gevent is for a "
+                          "separate notify replica under `gunicorn -k gevent -w 1 'notify_service:create_app()'`")
     EmbeddedServer(config).run()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 from flask import Flask
 
+from notify_service import webhooks
 from notify_service.realtime import Realtime
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
@@ -17,10 +16,7 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None, *
     deps = deps or bootstrap(config)
     app = create_base_app("notify-service", deps, readiness=readiness_checks(deps), import_name=__name__)
     app.extensions["notify.realtime"] = Realtime(app, deps)
-    if importlib.util.find_spec("notify_service.webhooks") is not None:  # item 4 of issue 6, built separately
-        from notify_service import webhooks
-
-        webhooks.register(app, deps, start_threads=background)
+    webhooks.register(app, deps, start_threads=background)
     return app
 
 

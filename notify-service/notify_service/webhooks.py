@@ -15,8 +15,9 @@ before each delivery (DNS rebinding). Refused: link-local (169.254.0.0/16, fe80:
 metadata address 169.254.169.254), known metadata addresses, unspecified, multicast, reserved, and loopback unless
 WEBHOOK_ALLOW_LOOPBACK=1. Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) ARE allowed on purpose: a
 self-hosted install commonly delivers to services on its own network. Operators who need to forbid them should do
-so with egress firewall rules. Residual risk: the address is checked and then resolved again by `requests`, so a
-rebinding answer between the two lookups is not fully excluded.
+so with egress firewall rules. The connection goes to the very address that was checked (`PinnedAdapter`; TLS
+still verifies the certificate against the URL's host name), so a rebinding DNS answer after the check is never
+used.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from urllib.parse import urlsplit
 
 import requests
 from flask import Blueprint, Flask, current_app, jsonify
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
 
 from services.authz import current_principal, require_role
 from services.errors import ApiError
@@ -84,6 +90,12 @@ def address_problem(address: str, *, allow_loopback: bool) -> str | None:
 
 def check_url(url: Any, *, allow_loopback: bool) -> str:
     """The URL if it is a safe webhook target; ApiError 422 (`validation_error` or `unsafe_url`) if not."""
+    checked_address(url, allow_loopback=allow_loopback)
+    return url
+
+
+def checked_address(url: Any, *, allow_loopback: bool) -> str:
+    """Resolve the URL's host, refuse it if any address is unsafe, and return the address to connect to."""
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise ApiError(422, "validation_error", f"url must be a string of 1 to {MAX_URL_LENGTH} characters")
     try:
@@ -112,7 +124,42 @@ def check_url(url: Any, *, allow_loopback: bool) -> str:
             problem = "not an IP address"
         if problem:
             raise ApiError(422, "unsafe_url", f"The host {host!r} resolves to {problem}; webhooks may not target it.")
-    return url
+    return infos[0][4][0]
+
+
+class PinnedAdapter(HTTPAdapter):
+    """Connects every request to one checked IP address, whatever the host name resolves to by then."""
+
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        pools = {}
+        for scheme, pool_class, connection_class in (("http", HTTPConnectionPool, HTTPConnection),
+                                                     ("https", HTTPSConnectionPool, HTTPSConnection)):
+            pinned = type(f"Pinned{connection_class.__name__}", (_PinnedConnection, connection_class),
+                          {"pinned_address": self.address})
+            pools[scheme] = type(f"Pinned{pool_class.__name__}", (pool_class,), {"ConnectionCls": pinned})
+        self.poolmanager.pool_classes_by_scheme = pools
+
+
+class _PinnedConnection:
+    """Mixed into urllib3's connections: the TCP connection goes to `pinned_address`; the Host header, SNI and
+    certificate check keep the URL's host name."""
+
+    pinned_address: str
+
+    def _new_conn(self):
+        try:
+            return urllib3_connection.create_connection(
+                (self.pinned_address, self.port), self.timeout, source_address=self.source_address,
+                socket_options=self.socket_options)
+        except TimeoutError as error:
+            raise ConnectTimeoutError(self, f"Connection to {self.host} timed out.") from error
+        except OSError as error:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
 
 
 # --- HTTP API -------------------------------------------------------------------------------------------
@@ -212,15 +259,12 @@ def backoff(attempts: int, base: float) -> float:
 
 
 class WebhookDispatcher:
-    def __init__(self, deps: Any, *, poll_interval: float | None = None, retry_base: float | None = None,
-                 session: requests.Session | None = None):
+    def __init__(self, deps: Any, *, poll_interval: float | None = None, retry_base: float | None = None):
         self.deps = deps
         self.metadata = deps.metadata
         self.poll_interval = poll_interval if poll_interval is not None else deps.config.webhook_poll_interval
         self.retry_base = retry_base if retry_base is not None else deps.config.webhook_retry_base
         self.allow_loopback = deps.config.webhook_allow_loopback
-        self.session = session or requests.Session()
-        self.session.trust_env = False  # never send tenant callbacks through an environment proxy
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -313,15 +357,20 @@ class WebhookDispatcher:
             return
         code, error = None, None
         try:
-            check_url(hook["url"], allow_loopback=self.allow_loopback)  # again: DNS may have changed
+            # checked again (DNS may have changed since registration) and connected to exactly that address
+            address = checked_address(hook["url"], allow_loopback=self.allow_loopback)
             timestamp = int(time.time())
-            response = self.session.post(
-                hook["url"], data=delivery["body"].encode(), timeout=TIMEOUT, allow_redirects=False,
-                headers={"Content-Type": "application/json", "User-Agent": "Reelhouse-Webhooks/1",
-                         "Reelhouse-Event": delivery["event"], "Reelhouse-Delivery": delivery["id"],
-                         "Reelhouse-Signature": sign(hook["secret"], timestamp, delivery["body"])})
-            code = response.status_code
-            response.close()
+            with requests.Session() as session:
+                session.trust_env = False  # never send tenant callbacks through an environment proxy
+                session.mount("http://", PinnedAdapter(address))
+                session.mount("https://", PinnedAdapter(address))
+                response = session.post(
+                    hook["url"], data=delivery["body"].encode(), timeout=TIMEOUT, allow_redirects=False,
+                    headers={"Content-Type": "application/json", "User-Agent": "Reelhouse-Webhooks/1",
+                             "Reelhouse-Event": delivery["event"], "Reelhouse-Delivery": delivery["id"],
+                             "Reelhouse-Signature": sign(hook["secret"], timestamp, delivery["body"])})
+                code = response.status_code
+                response.close()
             if 200 <= code < 300:
                 repo.update(delivery["id"], {"status": "delivered", "last_status_code": code, "last_error": None})
                 return

@@ -183,6 +183,27 @@ def test_uploader_receives_every_event_in_order_and_other_tenant_nothing(server,
         theirs.close()
 
 
+def test_a_file_that_is_not_a_video_ends_with_video_failed(server, tmp_path):
+    url = server["url"]
+    account = register(url)
+    listener = Listener(url, account["token"], ["websocket"])
+    try:
+        junk = tmp_path / "notes.mp4"
+        junk.write_bytes(b"this is a shopping list, not a film\n" * 200)
+        video_id = upload(url, account["token"], junk)
+        events = listener.wait_for(video_id, "video.failed", timeout=60)
+        failed = [data for name, data in events if name == "video.failed"]
+        assert len(failed) == 1 and failed[0]["error"] and "Traceback" not in failed[0]["error"]
+        assert not any(name == "video.ready" for name, _ in events)
+        seqs = [data["seq"] for _, data in events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+        video = requests.get(f"{url}/api/videos/{video_id}", timeout=10,
+                             headers={"Authorization": f"Bearer {account['token']}"}).json()
+        assert video["status"] == "failed" and video["error"] == failed[0]["error"]
+    finally:
+        listener.close()
+
+
 def test_private_video_events_reach_owner_and_editor_not_viewer(server):
     url = server["url"]
     admin = register(url)
@@ -231,6 +252,7 @@ def test_socket_is_disconnected_when_its_token_expires_unless_reauthenticated(tm
 
 
 def test_two_notify_processes_on_rabbitmq_both_deliver(tmp_path):
+    """One replica as the notify image runs it (gevent), one in threading mode: both deliver the same event."""
     import socket as sockets
 
     try:
@@ -252,13 +274,13 @@ def test_two_notify_processes_on_rabbitmq_both_deliver(tmp_path):
             "Upload-Metadata": f"title {base64.b64encode(b'Shared').decode()}"})
         assert created.status_code == 201, created.text
         video_id = created.headers["Location"].rsplit("/", 1)[1]
-        for _ in range(2):
+        for mode, worker in (("gevent", ["-k", "gevent"]), ("threading", ["-k", "gthread", "--threads", "16"])):
             port = free_port()
             log = tmp_path / f"notify-{port}.log"
-            proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-w", "1", "--threads", "16",
-                                     "-k", "gthread", "-b", f"127.0.0.1:{port}", "notify_service:create_app()"],
-                                    env={**os.environ, **shared}, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "-w", "1", *worker,
+                                     "-b", f"127.0.0.1:{port}", "notify_service:create_app()"],
+                                    env={**os.environ, **shared, "NOTIFY_ASYNC_MODE": mode}, stdout=log.open("wb"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             notifiers.append((f"http://127.0.0.1:{port}", proc))
             deadline = time.monotonic() + 60
             while True:
@@ -280,6 +302,10 @@ def test_two_notify_processes_on_rabbitmq_both_deliver(tmp_path):
         for listener in listeners:
             got = listener.wait_for(video_id, "video.progress", timeout=15)
             assert got == [("video.progress", event)]
+        for (url, _), mode in zip(notifiers, ("gevent", "threading"), strict=True):
+            metrics = requests.get(url + "/metrics", timeout=10).text
+            assert f'reelhouse_notify_connected_sockets{{async_mode="{mode}"}} 1.0' in metrics
+            assert 'reelhouse_notify_events_total{topic="video.progress"} 1.0' in metrics
     finally:
         for listener in listeners:
             listener.close()

@@ -300,6 +300,41 @@ def test_address_is_checked_again_at_delivery_time(env, receiver, monkeypatch):
     assert receiver.requests == []
 
 
+def test_the_connection_goes_to_the_checked_address_not_a_later_dns_answer(env, receiver, monkeypatch):
+    """DNS rebinding after the check: the name answers a safe address while checked, then another one; the POST
+    still reaches the checked address (pinned), with the URL's host name in the Host header."""
+    app, deps = env
+    client, admin = app.test_client(), user(deps, "t1", "admin")
+    port = receiver.server.server_address[1]
+    real_getaddrinfo = socket.getaddrinfo
+    lookups = []
+
+    def resolver(host, *args, **kwargs):
+        if host != "hooks.example":
+            return real_getaddrinfo(host, *args, **kwargs)
+        lookups.append(host)
+        # the registration check and the delivery check see loopback; any lookup after them sees TEST-NET-1
+        address = "127.0.0.1" if len(lookups) <= 2 else "192.0.2.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolver)
+    hook = client.post("/api/webhooks", json={"url": f"http://hooks.example:{port}/hook"}, headers=admin)
+    assert hook.status_code == 201, hook.json
+    publish_ready(deps, "t1")
+    wait_for(lambda: receiver.requests)
+    assert receiver.requests[0]["headers"]["Host"] == f"hooks.example:{port}"
+    assert len(lookups) == 2  # nothing resolved the name again after the check
+    assert wait_for(lambda: client.get(f"/api/webhooks/{hook.json['id']}/deliveries", headers=admin)
+                    .json["items"][0]["status"] == "delivered")
+
+
+def test_pinned_adapter_keeps_the_host_name_for_tls():
+    adapter = webhooks.PinnedAdapter("127.0.0.1")
+    pool = adapter.poolmanager.connection_from_url("https://hooks.example:8443/x")
+    connection = pool._new_conn()
+    assert connection.pinned_address == "127.0.0.1" and connection.host == "hooks.example"
+
+
 def test_webhook_settings_come_from_the_environment(make_config):
     config = make_config(WEBHOOK_ALLOW_LOOPBACK=1, WEBHOOK_RETRY_BASE_SECONDS=0.5)
     assert config.webhook_allow_loopback is True and config.webhook_retry_base == 0.5

@@ -133,8 +133,24 @@ def test_config_is_immutable(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [("AUTH_LOGIN_RATE_LIMIT", "banana"), ("AUTH_REGISTER_RATE_LIMIT", "5 per"),
-                                        ("DATABASE_URL", "mongodb://"), ("TRUSTED_PROXIES", "11")])
+                                        ("DATABASE_URL", "mongodb://"), ("TRUSTED_PROXIES", "11"),
+                                        ("NOTIFY_ASYNC_MODE", "eventlet"), ("REELHOUSE_THREADS", "2")])
 def test_more_malformed_settings_name_their_variable(name, value):
     with pytest.raises(ConfigError) as info:
         Config.from_env({name: value})
     assert name in str(info.value)
+
+
+def test_async_mode_and_threads(tmp_path):
+    config = Config.from_env({"REELHOUSE_DATA_DIR": str(tmp_path)})
+    assert (config.notify_async_mode, config.server_threads) == ("threading", 512)
+    config = Config.from_env({"REELHOUSE_DATA_DIR": str(tmp_path), "NOTIFY_ASYNC_MODE": "GEVENT",
+                              "REELHOUSE_THREADS": "64"})
+    assert (config.notify_async_mode, config.server_threads) == ("gevent", 64)
+
+
+def test_reelhouse_up_refuses_gevent_mode(tmp_path):
+    from reelhouse_gateway.server import serve
+
+    with pytest.raises(ConfigError, match="NOTIFY_ASYNC_MODE"):
+        serve(Config.from_env({"REELHOUSE_DATA_DIR": str(tmp_path), "NOTIFY_ASYNC_MODE": "gevent"}))
