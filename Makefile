@@ -19,20 +19,25 @@ FRONTEND_SOURCES := $(shell find frontend \( -name node_modules -o -name out -o 
                       -o -type f -print 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help run install test lint frontend
+.PHONY: help run install test lint frontend web-app-if-npm
 
 help:
 	@echo "make run       install into $(VENV) if needed, build the web app if npm is here, start Reelhouse"
 	@echo "make install   create $(VENV) and install Reelhouse with the pinned versions of constraints.txt"
-	@echo "make test      install the test extras and run pytest (extra arguments: PYTEST_ARGS='-k auth -x')"
+	@echo "make test      install the test extras, build the web app if npm is here, run pytest (PYTEST_ARGS='-k auth -x')"
 	@echo "make lint      ruff check ."
 	@echo "make frontend  npm ci && npm run build in frontend/ (served by the gateway at /)"
 
-run: install
-	@if command -v npm >/dev/null 2>&1 && [ -f frontend/package.json ]; then \
-	  $(MAKE) --no-print-directory frontend/out/index.html; \
-	fi
+run: install web-app-if-npm
 	exec $(BIN)/reelhouse up
+
+# The web app is built when npm is here (the browser tests need it; without npm they fail under
+# REELHOUSE_REQUIRE_INFRA=1 and are skipped otherwise).
+web-app-if-npm:
+	@if command -v npm >/dev/null 2>&1 && [ -f frontend/package.json ] \
+	    && [ "$$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -ge 20 ]; then \
+	  $(MAKE) --no-print-directory frontend/out/index.html; \
+	else echo "Node.js 20+ with npm not found: the web app is not built (see make frontend)" >&2; fi
 
 install: $(INSTALL_STAMP)
 
@@ -51,7 +56,7 @@ $(TEST_STAMP): | $(BIN)/python
 	@rm -f $(VENV)/.installed-*
 	@touch $@ $(INSTALL_STAMP)
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) web-app-if-npm
 	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest ran no tests (its exit code 5)" >&2; fi; exit $$status; }

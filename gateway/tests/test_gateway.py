@@ -286,6 +286,45 @@ def test_serves_the_exported_web_app(make_config, built_frontend):
         assert "root:" not in client.get(escape).get_data(as_text=True)
 
 
+def test_ui_pages_carry_a_csp_with_the_hashes_of_their_own_inline_scripts(make_config, built_frontend):
+    import base64
+    import hashlib
+
+    inline = "self.__next_f=self.__next_f||[];self.__next_f.push([0])"
+    (built_frontend / "watch.html").write_text(
+        f'<html><script src="/_next/static/chunks/app.js" async=""></script><script>{inline}</script>'
+        "<SCRIPT type=\"text/javascript\">\nconsole.log('two')\n</SCRIPT><p>watch</p></html>")
+    (built_frontend / "_next" / "static" / "chunks").mkdir(parents=True)
+    (built_frontend / "_next" / "static" / "chunks" / "app.js").write_text("console.log(1)")
+    client = create_app(make_config(FRONTEND_DIR=built_frontend)).test_client()
+
+    def sha(text):
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    page = client.get("/watch?v=abc")
+    policy = page.headers["Content-Security-Policy"]
+    directives = dict((d.split(" ", 1) + [""])[:2] for d in policy.split("; "))
+    assert directives["script-src"].split() == ["'self'", sha(inline), sha("\nconsole.log('two')\n")]
+    assert "unsafe-inline" not in directives["script-src"] and "unsafe-eval" not in policy
+    assert directives["frame-ancestors"] == "'none'" and directives["object-src"] == "'none'"
+    assert page.headers["X-Content-Type-Options"] == "nosniff" and page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Referrer-Policy"] == "same-origin" and page.headers["Cache-Control"] == "no-cache"
+    # the page changes (a new build): the policy follows
+    (built_frontend / "watch.html").write_text("<html><script>console.log('rebuilt')</script></html>")
+    assert sha("console.log('rebuilt')") in client.get("/watch").headers["Content-Security-Policy"]
+    # the app shell of an unknown route is index.html, with index.html's policy (no inline scripts there)
+    shell = client.get("/library/somewhere")
+    assert "script-src 'self';" in shell.headers["Content-Security-Policy"]
+    asset = client.get("/_next/static/chunks/app.js")
+    assert asset.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert "Content-Security-Policy" not in asset.headers and asset.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_help_page_has_a_strict_policy(make_config, tmp_path):
+    page = create_app(make_config(FRONTEND_DIR=tmp_path / "nowhere")).test_client().get("/")
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
 def test_service_prefixes_reach_their_service(client):
     jwks = client.get("/api/auth/.well-known/jwks.json")
     assert jwks.status_code == 200 and "keys" in jwks.get_json()
