@@ -19,12 +19,13 @@ FRONTEND_SOURCES := $(shell find frontend \( -name node_modules -o -name out -o 
                       -o -type f -print 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help run install test lint frontend web-app-if-npm
+.PHONY: help run install test lint frontend web-app-if-npm cluster cluster-down
 
 help:
 	@echo "make run       install into $(VENV) if needed, build the web app if npm is here, start Reelhouse"
 	@echo "make install   create $(VENV) and install Reelhouse with the pinned versions of constraints.txt"
 	@echo "make test      install the test extras, build the web app if npm is here, run pytest (PYTEST_ARGS='-k auth -x')"
+	@echo "make cluster   the distributed topology as separate processes behind nginx on :8080 (make cluster-down)"
 	@echo "make lint      ruff check ."
 	@echo "make frontend  npm ci && npm run build in frontend/ (served by the gateway at /)"
 
@@ -60,6 +61,13 @@ test: $(TEST_STAMP) web-app-if-npm
 	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest ran no tests (its exit code 5)" >&2; fi; exit $$status; }
+
+# Needs RabbitMQ on 127.0.0.1:5672 and nginx (Debian: nginx-light); data and logs in .cluster/.
+cluster: install web-app-if-npm
+	$(BIN)/reelhouse cluster up --detach --dir .cluster --port $${REELHOUSE_PORT:-8080}
+
+cluster-down:
+	$(BIN)/reelhouse cluster down --dir .cluster
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .

@@ -37,6 +37,13 @@ class Config:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 24 * 3600
     auth_url: str | None = None
+    upload_url: str | None = None
+    stream_url: str | None = None
+    notify_url: str | None = None
+    api_rate_limit_per_address: str = "1200 per minute"
+    api_rate_limit_per_tenant: str = "6000 per minute"
+    upstream_connect_timeout: float = 5.0
+    upstream_read_timeout: float = 120.0
     rate_limit_storage_url: str = "memory://"
     login_rate_limit: str = "15 per 5 minutes"
     register_rate_limit: str = "20 per hour"
@@ -69,6 +76,11 @@ class Config:
         if not self.auth_url:
             return None
         return self.auth_url.rstrip("/") + "/api/auth/.well-known/jwks.json"
+
+    def service_urls(self) -> dict[str, str | None]:
+        """Where the distributed gateway sends each service's routes (see reelhouse_gateway.routing)."""
+        return {"auth": self.auth_url, "upload": self.upload_url, "stream": self.stream_url,
+                "notify": self.notify_url}
 
     @property
     def sqlite_path(self) -> Path:
@@ -104,6 +116,13 @@ class Config:
             access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 900, 30, 24 * 3600),
             refresh_token_ttl=_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, 60, 365 * 24 * 3600),
             auth_url=env.get("AUTH_URL") or None,
+            upload_url=env.get("UPLOAD_URL") or None,
+            stream_url=env.get("STREAM_URL") or None,
+            notify_url=env.get("NOTIFY_URL") or None,
+            api_rate_limit_per_address=env.get("API_RATE_LIMIT_PER_ADDRESS") or "1200 per minute",
+            api_rate_limit_per_tenant=env.get("API_RATE_LIMIT_PER_TENANT") or "6000 per minute",
+            upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.1, 60.0),
+            upstream_read_timeout=_float(env, "UPSTREAM_READ_TIMEOUT", 120.0, 1.0, 3600.0),
             rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
             login_rate_limit=env.get("AUTH_LOGIN_RATE_LIMIT") or "15 per 5 minutes",
             register_rate_limit=env.get("AUTH_REGISTER_RATE_LIMIT") or "20 per hour",
@@ -152,8 +171,10 @@ class Config:
                               "'_', '.' or '-' (it prefixes the RabbitMQ queue and exchange names)")
         if self.s3_endpoint_url:
             _check_url("S3_ENDPOINT_URL", self.s3_endpoint_url, {"http", "https"})
-        if self.auth_url:
-            _check_url("AUTH_URL", self.auth_url, {"http", "https"})
+        for name in ("AUTH_URL", "UPLOAD_URL", "STREAM_URL", "NOTIFY_URL"):
+            value = getattr(self, name.lower())
+            if value:
+                _check_url(name, value, {"http", "https"})
         _check_url("RATE_LIMIT_STORAGE_URL", self.rate_limit_storage_url,
                    {"memory", "redis", "rediss", "redis+cluster", "memcached", "mongodb"})
         if self.database_url.startswith("mongodb"):
@@ -162,7 +183,9 @@ class Config:
             except (pymongo.errors.PyMongoError, ValueError) as error:
                 raise ConfigError(f"DATABASE_URL: {self.database_url!r} is not a MongoDB URL ({error})") from None
         for name, value in (("AUTH_LOGIN_RATE_LIMIT", self.login_rate_limit),
-                            ("AUTH_REGISTER_RATE_LIMIT", self.register_rate_limit)):
+                            ("AUTH_REGISTER_RATE_LIMIT", self.register_rate_limit),
+                            ("API_RATE_LIMIT_PER_ADDRESS", self.api_rate_limit_per_address),
+                            ("API_RATE_LIMIT_PER_TENANT", self.api_rate_limit_per_tenant)):
             try:
                 if not limits.parse_many(value):
                     raise ValueError("empty")

@@ -160,7 +160,9 @@ class Api:
 
 
 def assert_error(response, status: int, code: str | None = None) -> dict:
-    """The contract's error shape with the expected status (and code)."""
+    """The contract's error shape with the expected status (and code); a Flask test or a requests response."""
+    if not hasattr(response, "get_json"):
+        response = HttpResponse(response)
     assert response.status_code == status, (response.status_code, response.get_data(as_text=True)[:500])
     body = response.get_json()
     assert set(body) >= {"error"} and isinstance(body["error"]["message"], str) and body["error"]["message"]
@@ -207,3 +209,92 @@ class HttpClient:
 
     def post(self, path, **kwargs):
         return self.open(path, "POST", **kwargs)
+
+
+# --- end-to-end helpers: a running deployment driven over HTTP and Socket.IO like a user would ---------------
+
+CONTRACT_EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
+
+
+def make_clip(path: Path, seconds: float, size: str = "320x180", preset: str = "ultrafast") -> Path:
+    """An H.264/AAC MP4 generated with ffmpeg's test sources."""
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate=25", "-f", "lavfi", "-i", "sine", "-t", str(seconds),
+                    "-c:v", "libx264", "-preset", preset, "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
+                    str(path)], check=True, timeout=300)
+    return path
+
+
+def register_account(url: str) -> dict:
+    """A new organisation and its admin: {"token", "user", "tenant"}."""
+    import uuid
+
+    import requests
+
+    response = requests.post(url + "/api/auth/register", timeout=30, json={
+        "tenant_name": f"Org {uuid.uuid4().hex[:8]}", "email": f"{uuid.uuid4().hex[:8]}@org.test",
+        "password": STRONG_PASSWORD})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return {"token": body["access_token"], "user": body["user"], "tenant": body["tenant"]}
+
+
+def tus_upload(url: str, token: str, clip: Path, title: str = "Clip", patch_bytes: int = 4 * 1024 * 1024) -> str:
+    """Uploads a file over tus in PATCHes of `patch_bytes`; returns the video id."""
+    import base64
+
+    import requests
+
+    data = clip.read_bytes()
+    auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+    created = requests.post(url + "/api/uploads", timeout=30, headers={
+        **auth, "Upload-Length": str(len(data)),
+        "Upload-Metadata": f"title {base64.b64encode(title.encode()).decode()}"})
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    for offset in range(0, len(data), patch_bytes):
+        response = requests.patch(url + location, data=data[offset:offset + patch_bytes], timeout=120, headers={
+            **auth, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+        assert response.status_code == 204, response.text
+    return location.rsplit("/", 1)[1]
+
+
+class EventListener:
+    """A python-socketio client recording every contract event it receives."""
+
+    def __init__(self, url: str, token: str | None, transports: tuple[str, ...] | list[str] | None = ("websocket",)):
+        """`transports=None`: the client's default, long-polling first and then the upgrade to websocket."""
+        import threading
+
+        import socketio
+
+        self.client = socketio.Client(reconnection=False)
+        self.events: list[tuple[str, dict]] = []
+        self.lock = threading.Lock()
+        for name in CONTRACT_EVENTS:
+            self.client.on(name, self._recorder(name))
+        self.client.connect(url, auth={"token": token} if token else None,
+                            transports=list(transports) if transports else None, wait_timeout=15)
+
+    def _recorder(self, name):
+        def record(data):
+            with self.lock:
+                self.events.append((name, data))
+        return record
+
+    def of(self, video_id: str) -> list[tuple[str, dict]]:
+        with self.lock:
+            return [(name, data) for name, data in self.events if data.get("video_id") == video_id]
+
+    def wait_for(self, video_id: str, name: str, timeout: float = 120) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(n == name for n, _ in self.of(video_id)):
+                return self.of(video_id)
+            time.sleep(0.1)
+        raise AssertionError(f"no {name} for {video_id} within {timeout} s; got {self.of(video_id)}")
+
+    def close(self):
+        self.client.disconnect()

@@ -5,19 +5,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request
+from flask_limiter import Limiter, RateLimitExceeded
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cors import install_cors
-from services.errors import ApiError, register_error_handlers
+from services.errors import ApiError, error_response, register_error_handlers
 from services.logs import request_id_var
+from services.metrics import per_registry
 
 access_log = logging.getLogger("reelhouse.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -34,16 +35,9 @@ class HttpMetrics:
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 
-_metrics_lock = threading.Lock()
-_metrics: dict[int, HttpMetrics] = {}
-
-
 def http_metrics(registry: CollectorRegistry) -> HttpMetrics:
     """One metric set per registry: several apps in one process share it, told apart by `service`."""
-    with _metrics_lock:
-        if id(registry) not in _metrics:
-            _metrics[id(registry)] = HttpMetrics(registry)
-        return _metrics[id(registry)]
+    return per_registry(registry, "http", HttpMetrics)
 
 
 def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None = None,
@@ -96,6 +90,25 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=deps.config.trusted_proxies,
                                 x_proto=deps.config.trusted_proxies, x_host=deps.config.trusted_proxies)
     return app
+
+
+def rate_limiter(app: Flask, key_func: Callable[[], str], storage_uri: str, key_prefix: str) -> Limiter:
+    """A flask-limiter whose 429 has the contract's error shape and a Retry-After.
+
+    Its own headers stay off: it would stamp Retry-After on every counted response (a 401, a 204), and override
+    a service's own Retry-After on a 503. swallow_errors: if the counters' store (Redis) is down, requests go on
+    without limits rather than all failing; /readyz reports the outage."""
+    limiter = Limiter(key_func, app=app, storage_uri=storage_uri, headers_enabled=False, key_prefix=key_prefix,
+                      swallow_errors=True)
+
+    @app.errorhandler(RateLimitExceeded)
+    def _limited(_error):
+        current = limiter.current_limit
+        wait = max(1, int((current.reset_at if current else time.time() + 60) - time.time()))
+        return error_response(429, "rate_limited", f"Too many requests; retry in {wait} s.",
+                              headers={"Retry-After": str(wait)})
+
+    return limiter
 
 
 def run_checks(checks: Mapping[str, Check]) -> tuple[bool, dict[str, str]]:

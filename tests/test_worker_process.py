@@ -137,8 +137,8 @@ def test_two_workers_share_a_batch_and_sigterm_hands_a_job_back(tmp_path, rabbit
         finished = follow(url, token, ids)
         assert all(v["status"] == "ready" for v in finished.values()), finished
 
-        # A long job, then SIGTERM with no grace on the worker running it: the job is handed back (nack with
-        # requeue) and the other worker does it again from the start.
+        # A long job, then SIGTERM with no grace on the worker running it: the job is handed back (released,
+        # keeping its attempt) and the other worker does it again from the start.
         long_id = upload(url, token, long_clip, "long")
         deadline = time.monotonic() + 60
         victim = None
@@ -162,7 +162,8 @@ def test_two_workers_share_a_batch_and_sigterm_hands_a_job_back(tmp_path, rabbit
     store = SqliteMetadataStore(tmp_path / "data" / "reelhouse.db")
     assert len({store.videos.get(i)["worker"] for i in ids}) == 2, "one worker did every job"
     record = store.videos.get(long_id)
-    assert record["worker"].endswith(f":{survivor.pid}") and record["attempt"] >= 2, record
+    # a shutdown is not the job's fault: the survivor runs it as the same attempt (scale-ins cannot exhaust a job)
+    assert record["worker"].endswith(f":{survivor.pid}") and record["attempt"] == 1, record
 
 
 def _is_transcoding(proc: subprocess.Popen) -> bool:

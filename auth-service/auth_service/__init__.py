@@ -10,7 +10,7 @@ from auth_service import sessions, users
 from auth_service.accounts import Accounts
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
-from services.web import create_base_app
+from services.web import create_base_app, rate_limiter
 
 
 def _check_storage(limiter: Limiter) -> None:
@@ -24,10 +24,7 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None) -
     app.extensions["accounts"] = Accounts(deps.metadata, deps.signing_key, deps.config)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(users.bp)
-    # swallow_errors: if the counters' store (Redis) is down, logins go on without limits rather than all
-    # failing; /readyz reports the outage.
-    limiter = Limiter(get_remote_address, app=app, storage_uri=deps.config.rate_limit_storage_url,
-                      headers_enabled=True, key_prefix="reelhouse-auth", swallow_errors=True)
+    limiter = rate_limiter(app, get_remote_address, deps.config.rate_limit_storage_url, "reelhouse-auth")
     app.extensions["reelhouse.readiness"]["rate_limits"] = lambda: _check_storage(limiter)
     for endpoint, limit in (("sessions.login", deps.config.login_rate_limit),
                             ("sessions.register", deps.config.register_rate_limit)):

@@ -23,6 +23,8 @@ LOG_CONFIG = {
 
 
 class EmbeddedServer(BaseApplication):
+    distributed = False
+
     def __init__(self, config: Config, threads: int | None = None):
         # Flask-SocketIO runs in threading mode (see notify_service.realtime): every open websocket (and every
         # pending long-poll) holds one of these threads for its lifetime, so the pool (REELHOUSE_THREADS, 512)
@@ -37,6 +39,7 @@ class EmbeddedServer(BaseApplication):
             "timeout": 120,
             "graceful_timeout": 30,
             "keepalive": 5,
+            "worker_connections": threads + 256,  # gunicorn's default 1000 would also cap gthread
             "accesslog": None,  # services.web writes the access log, with request ids
             "control_socket_disable": True,  # a shared ~/.gunicorn socket would clash between instances
             "logconfig_dict": LOG_CONFIG,
@@ -49,9 +52,11 @@ class EmbeddedServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from reelhouse_gateway import create_app
+        from reelhouse_gateway import create_app, create_proxy_app
 
         configure_logging(self.config.log_level)
+        if self.distributed:
+            return create_proxy_app(self.config)
         return create_app(self.config, background=True)
 
     def _announce(self, _worker) -> None:
@@ -61,6 +66,12 @@ class EmbeddedServer(BaseApplication):
               file=sys.stderr, flush=True)
 
 
+class GatewayServer(EmbeddedServer):
+    """`reelhouse gateway`: the distributed gateway, forwarding to the services' URLs."""
+
+    distributed = True
+
+
 def serve(config: Config) -> None:
     if config.notify_async_mode != "threading":
         # gevent needs the whole process monkey-patched before anything is imported (gunicorn -k gevent does it
@@ -68,3 +79,10 @@ def serve(config: Config) -> None:
         raise ConfigError("NOTIFY_ASYNC_MODE: `reelhouse up` runs Socket.IO in threading mode; gevent is for a "
                           "separate notify replica under `gunicorn -k gevent -w 1 'notify_service:create_app()'`")
     EmbeddedServer(config).run()
+
+
+def serve_gateway(config: Config) -> None:
+    from reelhouse_gateway import create_proxy_app
+
+    create_proxy_app(config)  # fail here, with the missing variable named, rather than in gunicorn's worker
+    GatewayServer(config).run()

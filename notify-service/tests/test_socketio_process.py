@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +19,7 @@ import requests
 import socketio
 
 from services.testing import STRONG_PASSWORD, free_port
+from services.testing import EventListener as Listener
 
 pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -96,39 +96,6 @@ def upload(url: str, token: str, clip: Path, visibility: str | None = None) -> s
         **auth, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
     assert response.status_code == 204, response.text
     return location.rsplit("/", 1)[1]
-
-
-class Listener:
-    """A python-socketio client that records every contract event it receives."""
-
-    def __init__(self, url: str, token: str | None, transports: list[str] | None = None):
-        self.client = socketio.Client(reconnection=False)
-        self.events: list[tuple[str, dict]] = []
-        self.lock = threading.Lock()
-        for name in EVENTS:
-            self.client.on(name, self._recorder(name))
-        self.client.connect(url, auth={"token": token} if token else None, transports=transports, wait_timeout=10)
-
-    def _recorder(self, name):
-        def record(data):
-            with self.lock:
-                self.events.append((name, data))
-        return record
-
-    def of(self, video_id: str) -> list[tuple[str, dict]]:
-        with self.lock:
-            return [(name, data) for name, data in self.events if data.get("video_id") == video_id]
-
-    def wait_for(self, video_id: str, name: str, timeout: float = 120) -> list[tuple[str, dict]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(n == name for n, _ in self.of(video_id)):
-                return self.of(video_id)
-            time.sleep(0.1)
-        raise AssertionError(f"no {name} for {video_id}; got {self.of(video_id)}")
-
-    def close(self):
-        self.client.disconnect()
 
 
 def refusal(url: str, auth) -> str:

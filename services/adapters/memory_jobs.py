@@ -36,6 +36,10 @@ class _MemoryDelivery(Delivery):
             with self.queue._cond:
                 self.queue.dead_letters.append(self.body)
 
+    def release(self) -> None:
+        self._settle()
+        self.queue._put(self.lane, self.body, True, self.attempt, front=True)
+
     def retry(self, delay: float) -> None:
         self._settle()
         timer = threading.Timer(delay, self.queue._put, (self.lane, self.body, True, self.attempt + 1))

@@ -209,7 +209,7 @@ class RabbitDelivery(Delivery):
         self.body = json.loads(body)
         self.message_id = properties.message_id
         self.attempt = int(headers.get("x-attempt", 1)) + int(headers.get("x-delivery-count", 0))
-        self.redelivered = bool(method.redelivered) or self.attempt > 1
+        self.redelivered = bool(method.redelivered) or self.attempt > 1 or bool(headers.get("x-released"))
         self.settled = False
         self._lock = threading.Lock()
 
@@ -246,6 +246,17 @@ class RabbitDelivery(Delivery):
             if self.settled:
                 raise RuntimeError("delivery already settled")
             self.queue._publish_retry(self, delay)
+            self._claim()
+            self._send("ack", lambda ch: ch.basic_ack(self.delivery_tag))
+
+
+    def release(self) -> None:
+        """A copy with the same attempt back into the lane queue (confirmed), then ack this one: unlike a nack,
+        this does not raise the quorum queue's delivery count, so a scale-in never uses up a job's attempts."""
+        with self._lock:
+            if self.settled:
+                raise RuntimeError("delivery already settled")
+            self.queue._publish_retry(self, 0, attempt=self.attempt)
             self._claim()
             self._send("ack", lambda ch: ch.basic_ack(self.delivery_tag))
 
@@ -363,12 +374,14 @@ class RabbitJobQueue(JobQueue):
                 time.sleep(delay)
         self._publisher.run(operation, what)
 
-    def _publish_retry(self, delivery: RabbitDelivery, delay: float) -> None:
+    def _publish_retry(self, delivery: RabbitDelivery, delay: float, attempt: int | None = None) -> None:
         if not delay >= 0:
             raise ValueError("delay must be 0 or more seconds")
         headers = {k: v for k, v in (delivery.properties.headers or {}).items()
                    if not k.startswith("x-") or k == "x-attempt"}
-        headers["x-attempt"] = delivery.attempt + 1
+        headers["x-attempt"] = delivery.attempt + 1 if attempt is None else attempt
+        if attempt is not None:
+            headers["x-released"] = 1  # handed back: a redelivery, though its attempt count did not move
         properties = pika.BasicProperties(
             delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json",
             message_id=delivery.message_id or uuid.uuid4().hex, timestamp=int(time.time()), headers=headers)

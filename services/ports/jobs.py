@@ -31,6 +31,11 @@ class Delivery(ABC):
     def retry(self, delay: float) -> None:
         """Settle this delivery and deliver the job again after `delay` seconds, with attempt + 1."""
 
+    @abstractmethod
+    def release(self) -> None:
+        """Hand the job back without spending an attempt (a graceful shutdown, e.g. an autoscaler scaling in):
+        it is delivered again at once with the same attempt. A crash still counts, through nack/redelivery."""
+
 
 class JobQueue(ABC):
     @abstractmethod
@@ -44,6 +49,10 @@ class JobQueue(ABC):
 
         The handler may settle the delivery itself or return; a job the handler leaves unsettled is handed back.
         Several consumers (threads or processes) share the work."""
+
+    @abstractmethod
+    def pending(self) -> int:
+        """Jobs waiting in the lane queues (not in flight): the depth an autoscaler (KEDA) scales workers on."""
 
     def ping(self) -> None:  # noqa: B027 - optional hook
         pass

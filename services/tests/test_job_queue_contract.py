@@ -204,6 +204,24 @@ def test_nack_requeue_redelivers_with_redelivered_flag(jobs, queue):
     assert jobs.dead_letters() == []
 
 
+def test_release_hands_back_without_spending_an_attempt(jobs, queue):
+    queue.publish({"id": "job"}, lane="bulk")
+    calls = {"n": 0}
+
+    def action(delivery):
+        calls["n"] += 1
+        if calls["n"] <= 3:
+            delivery.release()  # three graceful shutdowns in a row
+        else:
+            delivery.ack()
+
+    seen = consume_n(queue, 4, action)
+    assert [(d.body["id"], d.attempt, d.lane) for d in seen] == [("job", 1, "bulk")] * 4
+    assert all(d.redelivered for d in seen[1:])
+    assert jobs.pending(0) == 0
+    assert jobs.dead_letters() == []
+
+
 def test_nack_without_requeue_dead_letters(jobs, queue):
     queue.publish({"id": "poison"})
     queue.publish({"id": "fine"})

@@ -218,6 +218,10 @@ def test_shutdown_hands_running_jobs_back_and_restart_recovers(deps):
         job_module._transcode = original
     assert deps.metadata.videos.get(video["id"])["status"] == "processing"
     assert deps.jobs.pending() == 1  # handed back, not lost
+    again, done = take(deps)
+    assert again.attempt == 1 and again.redelivered  # a shutdown did not spend one of the job's attempts
+    again.release()
+    done.set()
     # A restarted embedded process starts with an empty queue and refills it from the records.
     fresh = MemoryJobQueue()
     deps.jobs = fresh
@@ -322,3 +326,26 @@ def test_repeated_failures_keep_the_upload(deps, monkeypatch):
     assert deps.metadata.videos.get(video["id"])["status"] == "failed"
     assert [i.key for i in deps.objects.list(keys.video_prefix("t1", video["id"]))] == [
         keys.original_key("t1", video["id"])]
+
+
+def test_outcomes_renditions_and_queue_depth_are_metrics(deps, monkeypatch):
+    from prometheus_client import generate_latest
+
+    from transcode_worker import create_app
+
+    client = create_app(deps=deps).test_client()
+    queued_video(deps)
+    queued_video(deps, lane="bulk")
+    queued_video(deps)
+    time.sleep(5.1)  # past the queue-depth cache of a scrape that may have happened at start-up
+    assert "reelhouse_queue_depth 3.0" in client.get("/metrics").get_data(as_text=True)
+    run_one(deps, Script(deps))
+    run_one(deps, Script(deps, MediaError("not a video")))
+    monkeypatch.setattr(job_module, "RETRY_BASE_SECONDS", 0.02)
+    run_one(deps, Script(deps, RuntimeError("S3 said 503")))
+    text = generate_latest(deps.registry).decode()
+    for line in ('reelhouse_jobs_total{outcome="ready"} 1.0', 'reelhouse_jobs_total{outcome="invalid_media"} 1.0',
+                 'reelhouse_jobs_total{outcome="retry"} 1.0', 'reelhouse_renditions_total{rung="360p"} 1.0',
+                 'reelhouse_job_duration_seconds_count{outcome="ready"} 1.0',
+                 'reelhouse_rendition_seconds_count{rung="360p"} 1.0', "reelhouse_worker_busy_jobs 0.0"):
+        assert line in text, line

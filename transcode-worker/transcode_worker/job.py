@@ -19,6 +19,7 @@ from services.local_files import available_locally
 from services.media import MediaError, probe
 from services.ports import Delivery
 from services.videos import record_and_publish
+from transcode_worker.metrics import job_metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ class JobReport:
     this run's token: a run that was superseded (a redelivery after a lost connection) or whose video was deleted
     stops at its next write instead of fighting the current run."""
 
-    def __init__(self, deps: Dependencies, video_id: str, tenant_id: str, cancel: threading.Event, run: str):
+    def __init__(self, deps: Dependencies, video_id: str, tenant_id: str, cancel: threading.Event, run: str,
+                 started: float | None = None):
         self.deps, self.video_id, self.tenant_id, self.cancel, self.run = deps, video_id, tenant_id, cancel, run
+        self.started = time.monotonic() if started is None else started
         self.renditions: list[dict[str, Any]] = []
         self.deleted = False
         self.superseded = False
@@ -73,6 +76,7 @@ class JobReport:
 
     def rendition_ready(self, rung: Any) -> None:
         rendition = rung.as_rendition()
+        job_metrics(self.deps.registry).rendition(rendition["name"], self.started)
         self.renditions = [r for r in self.renditions if r["name"] != rendition["name"]] + [rendition]
         self._publish({"renditions": list(self.renditions)},
                       [("video.rendition_ready", {"rendition": rendition["name"]})])
@@ -90,7 +94,18 @@ def remove_outputs(deps: Dependencies, tenant_id: str, video_id: str) -> None:
 
 def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> None:
     """Process one delivery and settle it: ack when done (or pointless), retry/dead-letter on failure,
-    nack(requeue) when the worker is shutting down."""
+    nack(requeue) when the worker is shutting down. Counted in the worker's metrics by outcome."""
+    metrics = job_metrics(deps.registry)
+    started, outcome = time.monotonic(), "error"
+    metrics.busy.inc()
+    try:
+        outcome = _handle(deps, delivery, cancel, started)
+    finally:
+        metrics.busy.dec()
+        metrics.finished(outcome, started)
+
+
+def _handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event, started: float) -> str:
     body = delivery.body
     video_id, tenant_id = body.get("video_id"), body.get("tenant_id")
     videos = deps.metadata.videos
@@ -99,48 +114,48 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
         if video_id and tenant_id:
             remove_outputs(deps, tenant_id, video_id)  # deleted before we got to it
         delivery.ack()
-        return
+        return "deleted"
     if video["status"] in ("ready", "failed"):
         delivery.ack()  # a duplicate of a job that already finished
-        return
+        return "skipped"
     if video["status"] == "uploading":
         delivery.retry(2.0)  # its upload is still completing: `uploaded` comes first, always
-        return
+        return "retry"
     if delivery.attempt > deps.config.job_max_attempts:
         # Crashed workers do not get to say "failed": the attempt count does it for them.
         _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt - 1} attempts.")
         delivery.nack(requeue=False)
-        return
+        return "failed"
     run = secrets.token_hex(8)
-    started = record_and_publish(videos, deps.events, video_id,
+    began = record_and_publish(videos, deps.events, video_id,
                                  {"status": "processing", "progress": 0, "stage": "probe", "error": None,
                                   "worker": WORKER_ID, "attempt": delivery.attempt, "run": run,
                                   "hls_available": False, "original_playable": False, "renditions": []},
                                  [("video.status", {"status": "processing"})],
                                  when=lambda v: v["status"] in ("uploaded", "processing"))
-    if started is None:
+    if began is None:
         delivery.ack()
-        return
-    report = JobReport(deps, video_id, tenant_id, cancel, run)
+        return "skipped"
+    report = JobReport(deps, video_id, tenant_id, cancel, run, started)
     log.info("transcode started", extra={"video_id": video_id, "attempt": delivery.attempt})
     try:
         result = _transcode(deps, keys.original_key(tenant_id, video_id), tenant_id, video_id, report, cancel)
     except MediaError as error:
         _fail(deps, tenant_id, video_id, str(error))
         delivery.ack()  # permanent: retrying cannot help
-        return
+        return "invalid_media"
     except Exception as error:
         if report.superseded:
             delivery.ack()  # a newer run has this video; its files are its own
-            return
+            return "superseded"
         if report.deleted:
             remove_outputs(deps, tenant_id, video_id)
             delivery.ack()
-            return
+            return "deleted"
         if cancel.is_set():
             log.info("transcode handed back", extra={"video_id": video_id})
-            delivery.nack(requeue=True)
-            return
+            delivery.release()  # a shutdown is not the job's fault: it keeps its attempts
+            return "handed_back"
         reason = _reason(error)
         if delivery.attempt < deps.config.job_max_attempts:
             delay = min(300.0, RETRY_BASE_SECONDS * 2 ** (delivery.attempt - 1))
@@ -151,11 +166,11 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
             log.warning("transcode failed, retrying in %.0f s: %s", delay, reason,
                         extra={"video_id": video_id, "attempt": delivery.attempt})
             delivery.retry(delay)
-            return
+            return "retry"
         _fail(deps, tenant_id, video_id, f"Processing failed after {delivery.attempt} attempts: {reason}",
               keep_original=True)
         delivery.nack(requeue=False)  # to the dead-letter queue, for an operator to look at
-        return
+        return "failed"
     finished = record_and_publish(
         videos, deps.events, video_id,
         {"status": "ready", "progress": 100, "stage": "done", "renditions": result.renditions,
@@ -168,12 +183,15 @@ def handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event) -> N
         remove_outputs(deps, tenant_id, video_id)  # deleted in the last moment
     log.info("transcode finished", extra={"video_id": video_id, "renditions": len(result.renditions)})
     delivery.ack()
+    return "ready"
 
 
 def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: str, report: JobReport,
                cancel: threading.Event):
     from transcode_worker.media.pipeline import transcode
 
+    if deps.config.work_dir:
+        deps.config.work_dir.mkdir(parents=True, exist_ok=True)  # e.g. a fresh emptyDir subfolder
     # Presigned for as long as a job may take (the source is read more than once).
     with available_locally(deps.objects, source_key, expires_in=12 * 3600) as source, \
             tempfile.TemporaryDirectory(prefix="reelhouse-job-", dir=deps.config.work_dir) as work_dir:

@@ -29,6 +29,9 @@ class RecordingJobQueue(JobQueue):
     def consume(self, handler, stop):
         raise AssertionError("nothing consumes in upload tests")
 
+    def pending(self):
+        return len(self.published)
+
 
 class RecordingEvents:
     def __init__(self, bus):

@@ -83,6 +83,15 @@ def test_long_sources_go_to_the_bulk_lane(api, editor, deps, media, upload_confi
     assert deps.jobs.published[-1][0] == "bulk"
 
 
+def test_received_bytes_are_counted_in_the_metrics(api, editor, media):
+    data = media["small"].read_bytes()
+    location = create(api, editor, len(data)).headers["Location"]
+    assert patch(api, editor, location, 0, data[:1000]).status_code == 204
+    assert patch(api, editor, location, 1000, data[1000:]).status_code == 204
+    metrics = api.client.get("/metrics").get_data(as_text=True)
+    assert f"reelhouse_upload_bytes_total {float(len(data))}" in metrics
+
+
 def test_creation_with_upload_and_method_override(api, editor, deps, media):
     data = media["small"].read_bytes()
     first = api.call("POST", "/api/uploads", editor, data=data[:1000], headers={

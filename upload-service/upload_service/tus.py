@@ -7,11 +7,13 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from prometheus_client import Counter
 from werkzeug.exceptions import ClientDisconnected
 
 from services.authz import current_principal, require_role
 from services.bootstrap import Dependencies
 from services.errors import ApiError
+from services.metrics import per_registry
 from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video
 from upload_service.assembly import CHUNK, Assembler, Interrupted
 from upload_service.completion import complete_upload
@@ -185,9 +187,16 @@ def _body_reader(limit: int, lease: UploadLease):
         except (ClientDisconnected, OSError):
             raise Interrupted() from None
         left[0] -= len(data)
+        _received_bytes(current_app.extensions["reelhouse"].registry).inc(len(data))
         return data
 
     return read
+
+
+def _received_bytes(registry) -> Counter:
+    """`reelhouse_upload_bytes_total`: PATCH body bytes read, whether or not the PATCH then succeeded."""
+    return per_registry(registry, "upload_bytes", lambda r: Counter(
+        "reelhouse_upload_bytes_total", "Upload bytes received (tus PATCH)", registry=r))
 
 
 def _verified(read, checksum, spool):

@@ -1,0 +1,284 @@
+"""Distributed gateway: each service's path prefixes (routing.ROUTES) are forwarded to its URL.
+
+Bodies stream both ways in 256 KiB pieces (a 1 GiB PATCH or download never sits in memory); status codes, `Range`,
+tus and CORS headers pass through unchanged; `X-Request-ID` and `X-Forwarded-*` go upstream. A service that
+refuses connections answers 503, one that times out 504, one that breaks the exchange 502, all in the contract's
+error shape. Socket.IO websocket upgrades are tunnelled byte for byte (`WebSocketTunnel`); an ingress may also
+send `/socket.io` straight to the notify replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+from collections.abc import Iterator
+from urllib.parse import quote, urlsplit
+
+import requests
+import urllib3
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from reelhouse_gateway.routing import ROUTES
+from services.errors import ApiError
+from services.tokens import TokenError
+from services.web import rate_limiter
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+# RFC 9110 §7.6.1 connection-specific fields, plus the ones the gateway sets itself
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+              "transfer-encoding", "upgrade", "proxy-connection"}
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", "x-request-id", "x-forwarded-for", "x-forwarded-proto",
+                              "x-forwarded-host"}
+NOT_RETURNED = HOP_BY_HOP | {"server", "date", "x-request-id"}
+SERVICE_NAMES = {"auth": "auth service", "upload": "upload service", "stream": "stream service",
+                 "notify": "notify service"}
+
+
+class Upstream:
+    """One service: its base URL and a pool of keep-alive connections to it."""
+
+    def __init__(self, name: str, base_url: str, *, connect_timeout: float, read_timeout: float, maxsize: int):
+        parts = urlsplit(base_url)
+        self.name, self.base_url = name, base_url.rstrip("/")
+        self.host, self.port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        self.base_path = parts.path.rstrip("/")
+        self.netloc = parts.netloc
+        self.secure = parts.scheme == "https"
+        self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        self.pool = urllib3.connection_from_url(
+            self.base_url, maxsize=maxsize, block=False, timeout=self.timeout, retries=False, blocksize=CHUNK)
+
+    def ready(self) -> None:
+        response = requests.get(self.base_url + "/readyz", timeout=(2, 3))
+        if response.status_code != 200:
+            raise ConnectionError(f"{self.name} /readyz answered {response.status_code}")
+
+
+def _target(environ) -> str:
+    """The path and query exactly as the client sent them (percent-encoding kept)."""
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw and raw.startswith("/"):
+        return raw
+    query = environ.get("QUERY_STRING")
+    path = quote(environ.get("PATH_INFO", ""), safe="/:@!$&'()*+,;=-._~")
+    return path + (f"?{query}" if query else "")
+
+
+def _forwarded_headers(upstream: Upstream) -> dict[str, str]:
+    headers = {name: value for name, value in request.headers.items() if name.lower() not in NOT_FORWARDED}
+    # What the gateway itself believes (its TRUSTED_PROXIES decided how much of the incoming X-Forwarded-* to
+    # take), never the client's own claims: the services trust exactly one proxy, the gateway.
+    headers["X-Forwarded-For"] = request.remote_addr or ""
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    headers["X-Request-ID"] = g.get("request_id", "")
+    # The public Host, as an ingress passes it: services compare it with Origin (Socket.IO) and build URLs from it.
+    headers["Host"] = request.host
+    return headers
+
+
+class Relayed(Response):
+    default_mimetype = None  # never invent a Content-Type the service did not send
+    automatically_set_content_length = False
+
+
+def forward(upstream: Upstream) -> Response:
+    headers = _forwarded_headers(upstream)
+    body, chunked = None, False
+    length = request.content_length
+    if length:
+        headers["Content-Length"] = str(length)
+        body = _BodyReader(request.stream, length)
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        chunked = True
+        body = iter(lambda: request.stream.read(CHUNK), b"")
+    service = SERVICE_NAMES[upstream.name]
+    try:
+        answer = upstream.pool.urlopen(
+            request.method, upstream.base_path + _target(request.environ), body=body, headers=headers,
+            redirect=False, retries=False, preload_content=False, decode_content=False, chunked=chunked,
+            assert_same_host=False)
+    except NewConnectionError:
+        raise ApiError(503, "service_unavailable", f"The {service} is not reachable; try again shortly.",
+                       headers={"Retry-After": "5"}) from None
+    except (ConnectTimeoutError, ReadTimeoutError):
+        raise ApiError(504, "gateway_timeout", f"The {service} did not answer in time.") from None
+    except (ProtocolError, HTTPError, OSError) as error:
+        log.warning("proxy to %s failed: %s", upstream.name, error)
+        raise ApiError(502, "bad_gateway", f"The {service} broke off the exchange.") from None
+    response_headers = [(name, value) for name, value in answer.headers.items()
+                        if name.lower() not in NOT_RETURNED]
+    return Relayed(_relay(answer, upstream.name), status=answer.status, headers=response_headers,
+                   direct_passthrough=True)
+
+
+def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
+    complete = False
+    try:
+        while True:
+            chunk = answer.read(CHUNK, decode_content=False)
+            if not chunk:
+                break
+            yield chunk
+        complete = True
+    except (ProtocolError, ReadTimeoutError, OSError) as error:
+        # headers are out: all that is left is to cut the connection so the client sees a short body
+        log.warning("%s broke off a response mid-body: %s", name, error)
+        raise
+    finally:
+        if not complete:
+            answer.close()  # unread bytes: this connection must not go back to the pool
+        answer.release_conn()
+
+
+class _BodyReader:
+    """The request body as a file for urllib3, reading at most `length` bytes in large pieces."""
+
+    def __init__(self, stream, length: int):
+        self.stream, self.left = stream, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.stream.read(size)
+        self.left -= len(data)
+        if not data:
+            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.")
+        return data
+
+
+# --- Flask wiring ---------------------------------------------------------------------------------------------
+
+def _tenant_key() -> str | None:
+    """The caller's tenant, if the request carries a valid access token (playback-token requests carry none)."""
+    if "tenant_key" in g:
+        return g.tenant_key
+    g.tenant_key = None
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer " and header[7:].strip():
+        try:
+            principal = current_app.extensions["reelhouse"].verifier.principal(header[7:].strip())
+            g.tenant_key = "tenant:" + principal.tenant_id
+        except (TokenError, ApiError):
+            pass
+        except Exception:  # noqa: BLE001 - the JWKS may be unreachable; the service will answer 401/503 itself
+            log.debug("tenant key unavailable", exc_info=True)
+    return g.tenant_key
+
+
+def install(app: Flask, upstreams: dict[str, Upstream]) -> Limiter:
+    """Registers one forwarding view per route prefix, each with per-address and per-tenant rate limits."""
+    config = app.extensions["reelhouse"].config
+    limiter = rate_limiter(app, get_remote_address, config.rate_limit_storage_url, "reelhouse-gateway")
+    bp = Blueprint("proxy", __name__)
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    per_address = limiter.shared_limit(config.api_rate_limit_per_address, scope="address")
+    per_tenant = limiter.shared_limit(config.api_rate_limit_per_tenant, scope="tenant",
+                                      key_func=lambda: _tenant_key() or "", exempt_when=lambda: _tenant_key() is None)
+    for prefix, name in ROUTES:
+        upstream = upstreams[name]
+
+        def view(path: str = "", _upstream: Upstream = upstream) -> Response:
+            return forward(_upstream)
+
+        endpoint = "forward_" + prefix.strip("/").replace("/", "_").replace(".", "_")
+        view = per_tenant(per_address(view))
+        for rule, suffix in ((prefix, ""), (prefix + "/", "_slash")):
+            bp.add_url_rule(rule, endpoint + suffix, view, methods=methods, provide_automatic_options=False,
+                            strict_slashes=True)
+        bp.add_url_rule(prefix + "/<path:path>", endpoint + "_sub", view, methods=methods,
+                        provide_automatic_options=False)
+    app.register_blueprint(bp)
+    return limiter
+
+
+# --- websocket upgrades ----------------------------------------------------------------------------------------
+
+class WebSocketTunnel:
+    """WSGI middleware: a websocket upgrade under `prefix` becomes a byte tunnel to the upstream.
+
+    Needs the raw client socket, which gunicorn's sync/gthread workers expose as `gunicorn.socket`; raising
+    StopIteration afterwards tells gunicorn the connection was consumed (as simple-websocket does)."""
+
+    def __init__(self, app, upstream: Upstream, prefix: str = "/socket.io", idle_timeout: float = 3600.0,
+                 trusted_proxies: int = 0):
+        self.app, self.upstream, self.prefix, self.idle_timeout = app, upstream, prefix, idle_timeout
+        self.trusted_proxies = trusted_proxies
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        wants_upgrade = environ.get("HTTP_UPGRADE", "").lower() == "websocket"
+        client = environ.get("gunicorn.socket")
+        if not wants_upgrade or client is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
+            return self.app(environ, start_response)
+        try:
+            upstream = socket.create_connection((self.upstream.host, self.upstream.port),
+                                                timeout=self.upstream.timeout.connect_timeout)
+        except OSError:
+            body = (b'{"error": {"code": "service_unavailable", '
+                    b'"message": "The notify service is not reachable; try again shortly."}}')
+            start_response("503 Service Unavailable", [("Content-Type", "application/json"),
+                                                       ("Content-Length", str(len(body))), ("Retry-After", "5")])
+            return [body]
+        upstream.settimeout(None)
+        upstream.sendall(self._request_head(self._as_trusted(environ)))
+        log.info("websocket tunnel %s -> %s", path, self.upstream.name)
+        _pipe(client, upstream, self.idle_timeout)
+        raise StopIteration()
+
+    def _as_trusted(self, environ) -> dict:
+        """The environ as the app sees it behind ProxyFix (this middleware sits outside it)."""
+        if not self.trusted_proxies:
+            return environ
+        fixed: dict = {}
+        n = self.trusted_proxies
+        ProxyFix(lambda env, _start: fixed.update(env) or [], x_for=n, x_proto=n, x_host=n)(dict(environ), None)
+        return fixed
+
+    def _request_head(self, environ) -> bytes:
+        lines = [f"{environ['REQUEST_METHOD']} {self.upstream.base_path}{_target(environ)} HTTP/1.1"]
+        for key, value in environ.items():
+            if key.startswith("HTTP_") and not key.startswith("HTTP_X_FORWARDED_"):
+                lines.append(f"{key[5:].replace('_', '-').title()}: {value}")
+        lines.append(f"X-Forwarded-For: {environ.get('REMOTE_ADDR', '')}")  # after the gateway's ProxyFix
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _pipe(client: socket.socket, upstream: socket.socket, idle_timeout: float) -> None:
+    """Copy bytes both ways until either side closes (or nothing moves for `idle_timeout`)."""
+    selector = selectors.DefaultSelector()  # epoll: no FD_SETSIZE limit, unlike select()
+    selector.register(client, selectors.EVENT_READ, upstream)
+    selector.register(upstream, selectors.EVENT_READ, client)
+    try:
+        while True:
+            events = selector.select(idle_timeout)
+            if not events:
+                return
+            for key, _ in events:
+                data = key.fileobj.recv(CHUNK)
+                if not data:
+                    return
+                key.data.sendall(data)
+    except OSError:
+        return
+    finally:
+        selector.close()
+        try:
+            upstream.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        upstream.close()

@@ -1,0 +1,241 @@
+"""The same end-to-end journey against both topologies: `reelhouse up` (one process, in-memory bus) and
+`make cluster` (nginx ingress, gateway proxy, auth/upload/stream under gunicorn, two gevent notify replicas, two
+worker processes, RabbitMQ, moto's S3 server, SQLite on a shared file). Then faults only the cluster has:
+a worker killed mid-job and a service that goes away and comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from services.testing import (
+    EventListener,
+    assert_error,
+    free_port,
+    make_clip,
+    register_account,
+    require_infra,
+    tus_upload,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(log.read_text()[-4000:])
+
+
+def _cluster_prerequisites() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        require_infra("RabbitMQ on 127.0.0.1:5672")
+    if not Path("/usr/sbin/nginx").exists():
+        require_infra("nginx (Debian package nginx-light), the cluster's ingress")
+
+
+class Embedded:
+    def __init__(self, tmp: Path):
+        port = free_port()
+        self.url, self.log = f"http://127.0.0.1:{port}", tmp / "up.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env={
+            **os.environ, "REELHOUSE_DATA_DIR": str(tmp / "data"), "REELHOUSE_PORT": str(port)},
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_http(self.url, self.proc, self.log)
+        self.socket_urls = [self.url]
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class Cluster:
+    def __init__(self, tmp: Path):
+        from reelhouse_gateway import cluster
+
+        _cluster_prerequisites()
+        self.dir = tmp / "cluster"
+        self.state = cluster.start_detached(self.dir, free_port())
+        self.url = self.state["url"]
+        gateway = self.state["services"]["gateway"]["port"]
+        # through nginx to a notify replica, and through the gateway's own websocket tunnel
+        self.socket_urls = [self.url, f"http://127.0.0.1:{gateway}"]
+
+    def service(self, name: str) -> dict:
+        from reelhouse_gateway import cluster
+
+        return cluster.state(self.dir)["services"][name]
+
+    def stop(self) -> None:
+        from reelhouse_gateway import cluster
+
+        assert cluster.stop_detached(self.dir)
+
+
+@pytest.fixture(scope="module", params=["embedded", "cluster"])
+def deployment(request, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(request.param)
+    running = Embedded(tmp) if request.param == "embedded" else Cluster(tmp)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", 4, "640x360")
+
+
+def test_register_upload_transcode_stream_and_live_events(deployment, clip):
+    url = deployment.url
+    account = register_account(url)
+    stranger = register_account(url)
+    listeners = [EventListener(socket_url, account["token"]) for socket_url in deployment.socket_urls]
+    outsider = EventListener(url, stranger["token"])
+    try:
+        video_id = tus_upload(url, account["token"], clip, "Journey", patch_bytes=256 * 1024)
+        for listener in listeners:
+            events = listener.wait_for(video_id, "video.ready", timeout=180)
+            names = [name for name, _ in events]
+            statuses = [data["status"] for name, data in events if name == "video.status"]
+            assert statuses[:2] == ["uploaded", "processing"] and "video.progress" in names, events
+            seqs = [data["seq"] for _, data in events]
+            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+        assert outsider.events == []
+
+        auth = {"Authorization": f"Bearer {account['token']}"}
+        video = requests.get(f"{url}/api/videos/{video_id}", headers=auth, timeout=30).json()
+        assert video["status"] == "ready" and video["progress"] == 100
+        assert [r["name"] for r in video["renditions"]] == ["360p", "240p"]
+        master = requests.get(url + video["playback"]["hls_url"], timeout=30)
+        assert master.status_code == 200 and master.text.startswith("#EXTM3U")
+        media_uri = next(line for line in master.text.splitlines() if line and not line.startswith("#"))
+        base = url + video["playback"]["hls_url"].split("?")[0].rsplit("/", 1)[0] + "/"
+        playlist = requests.get(base + media_uri, timeout=30)
+        assert playlist.status_code == 200 and "#EXT-X-ENDLIST" in playlist.text
+        segment_uri = next(line for line in playlist.text.splitlines() if line.endswith(".m4s") or ".m4s?" in line)
+        media_base = (base + media_uri).split("?")[0].rsplit("/", 1)[0] + "/"
+        segment = requests.get(media_base + segment_uri, timeout=30)
+        assert segment.status_code == 200 and len(segment.content) > 1000
+        ranged = requests.get(url + video["playback"]["original_url"], headers={"Range": "bytes=100-199"}, timeout=30)
+        assert ranged.status_code == 206 and len(ranged.content) == 100
+        assert ranged.headers["Content-Range"].startswith("bytes 100-199/")
+        # another tenant sees nothing of it
+        assert_error(requests.get(f"{url}/api/videos/{video_id}", timeout=30,
+                                  headers={"Authorization": f"Bearer {stranger['token']}"}), 404)
+    finally:
+        for listener in [*listeners, outsider]:
+            listener.close()
+
+
+def test_errors_keep_the_contract_shape_through_every_hop(deployment):
+    assert_error(requests.get(deployment.url + "/api/videos", timeout=30), 401)
+    assert_error(requests.get(deployment.url + "/api/stream/nope/original", timeout=30), 401)
+    assert_error(requests.post(deployment.url + "/api/auth/login", data=b"{", timeout=30,
+                               headers={"Content-Type": "application/json"}), 400)
+    ready = requests.get(deployment.url + "/readyz", timeout=30)
+    assert ready.status_code == 200 and all(v == "ok" for v in ready.json()["checks"].values())
+
+
+# --- faults only a cluster can have ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    running = Cluster(tmp_path_factory.mktemp("faults"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _worker_running(cluster: Cluster, video_id: str) -> str | None:
+    """Which worker's process holds this video's job (the record's `worker` ends with its pid)."""
+    from services.adapters.sqlite_metadata import SqliteMetadataStore
+
+    store = SqliteMetadataStore(cluster.dir / "data" / "reelhouse.db")
+    try:
+        record = store.videos.get(video_id) or {}
+    finally:
+        store.close()
+    holder = str(record.get("worker") or "")
+    for name in ("worker-1", "worker-2"):
+        if holder.endswith(f":{cluster.service(name)['pid']}"):
+            return name
+    return None
+
+
+def test_a_worker_killed_mid_job_does_not_lose_the_video(cluster, tmp_path):
+    account = register_account(cluster.url)
+    long_clip = make_clip(tmp_path / "long.mp4", 20, "1280x720", preset="ultrafast")
+    listener = EventListener(cluster.url, account["token"])
+    try:
+        video_id = tus_upload(cluster.url, account["token"], long_clip, "Long")
+        listener.wait_for(video_id, "video.progress", timeout=120)
+        deadline, victim = time.monotonic() + 60, None
+        while victim is None and time.monotonic() < deadline:
+            victim = _worker_running(cluster, video_id)
+            time.sleep(0.2)
+        assert victim, "no worker took the job"
+        pid = cluster.service(victim)["pid"]
+        os.killpg(pid, signal.SIGKILL)  # the worker and its ffmpeg, as a node failure would
+        events = listener.wait_for(video_id, "video.ready", timeout=300)
+        assert not any(name == "video.failed" for name, _ in events)
+        auth = {"Authorization": f"Bearer {account['token']}"}
+        video = requests.get(f"{cluster.url}/api/videos/{video_id}", headers=auth, timeout=30).json()
+        assert video["status"] == "ready" and {r["name"] for r in video["renditions"]} >= {"720p", "240p"}
+        master = requests.get(cluster.url + video["playback"]["hls_url"], timeout=30)
+        assert master.status_code == 200
+        restarted = cluster.service(victim)
+        assert restarted["pid"] != pid and restarted["restarts"] >= 1  # the supervisor brought it back
+    finally:
+        listener.close()
+
+
+def test_a_stopped_service_answers_503_and_recovers_when_it_returns(cluster):
+    account = register_account(cluster.url)
+    auth = {"Authorization": f"Bearer {account['token']}"}
+    probe = f"{cluster.url}/api/stream/nothing/original"
+    assert requests.get(probe, headers=auth, timeout=30).status_code == 404
+    hold = cluster.dir / "hold" / "stream"
+    hold.touch()
+    try:
+        os.killpg(cluster.service("stream")["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            down = requests.get(probe, headers=auth, timeout=30)
+            if down.status_code >= 500:
+                break
+            time.sleep(0.2)
+        error = assert_error(down, 503, "service_unavailable")
+        assert "stream service" in error["message"]
+        not_ready = requests.get(cluster.url + "/readyz", timeout=30)
+        assert not_ready.status_code == 503 and not_ready.json()["checks"]["stream"].startswith("unavailable")
+        # the rest of the API is unaffected
+        assert requests.get(f"{cluster.url}/api/videos", headers=auth, timeout=30).status_code == 200
+    finally:
+        hold.unlink()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if requests.get(probe, headers=auth, timeout=30).status_code == 404:
+            break
+        time.sleep(0.5)
+    assert requests.get(probe, headers=auth, timeout=30).status_code == 404
+    assert requests.get(cluster.url + "/readyz", timeout=30).status_code == 200
