@@ -66,13 +66,29 @@ def source_playable(video: dict[str, Any]) -> bool:
             and source.get("pixel_format") in (None, "yuv420p", "yuvj420p"))
 
 
-def original_key_to_serve(video: dict[str, Any]) -> str | None:
-    """The object `/original` serves: the faststart remux once it exists, else a playable upload as it came."""
+ORIGINAL_SOURCES = ("upload", "faststart")
+
+
+def original_source(video: dict[str, Any]) -> str | None:
+    """Which file `/original` serves now: the faststart remux once it exists, else a playable upload as it came."""
+    if video.get("original_playable"):
+        return "faststart"
+    if video["status"] in ("uploaded", "processing", "ready") and source_playable(video):
+        return "upload"
+    return None
+
+
+def original_key_to_serve(video: dict[str, Any], source: str | None = None) -> str | None:
+    """The object `/original` serves. `source` (the `src` an original_url was issued with) pins one file, so a
+    player in the middle of range requests never gets bytes of the other one when the remux appears."""
     from services import keys
 
-    if video.get("original_playable"):
+    current = original_source(video)
+    if source is None:
+        source = current
+    if source == "faststart" and video.get("original_playable"):
         return keys.playable_original_key(video["tenant_id"], video["id"])
-    if video["status"] in ("uploaded", "processing", "ready") and source_playable(video):
+    if source == "upload" and video["status"] in ("uploaded", "processing", "ready") and source_playable(video):
         return keys.original_key(video["tenant_id"], video["id"])
     return None
 
@@ -87,7 +103,7 @@ def api_video(video: dict[str, Any], playback: Any, *, viewer: str | None = None
     ready = video["status"] == "ready"
     data["playback"] = {
         "hls_url": f"{base}/hls/master.m3u8{query}" if video.get("hls_available") else None,
-        "original_url": f"{base}/original{query}" if original_key_to_serve(video) else None,
+        "original_url": f"{base}/original{query}&src={original_source(video)}" if original_source(video) else None,
         "token_expires_at": expires,
     }
     data["thumbnail_url"] = f"{base}/thumbnail.jpg{query}" if ready else None

@@ -567,10 +567,16 @@ def _stream_paths() -> dict[str, dict]:
         {"name": "rendition", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]+p$"}},
         {"name": "filename", "in": "path", "required": True,
          "schema": {"type": "string", "pattern": "^(index\\.m3u8|init\\.mp4|seg_[0-9]+\\.m4s)$"}}]
+    original = _stream_op(
+        "The original as a browser-playable MP4, by range requests", "video/mp4",
+        extra={"404": _error("`not_found`, or `not_playable`: the source is not browser-playable; use HLS"),
+               "400": _error("`invalid_source`")})
+    original["get"]["parameters"].append({
+        "name": "src", "in": "query", "schema": {"type": "string", "enum": ["upload", "faststart"]},
+        "description": "Which file: `original_url` pins the one it was issued for, so a player's range requests "
+                       "never mix the upload with its faststart remux; without it, the current one."})
     return {
-        f"{base}/original": _stream_op(
-            "The original as a browser-playable MP4, by range requests", "video/mp4",
-            extra={"404": _error("`not_found`, or `not_playable`: the source is not browser-playable; use HLS")}),
+        f"{base}/original": original,
         f"{base}/hls/master.m3u8": _stream_op("The HLS master playlist (every URI carries the token)", playlist,
                                               ranged=False),
         f"{base}/hls/{{rendition}}/{{filename}}": hls_file,

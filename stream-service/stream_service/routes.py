@@ -13,7 +13,7 @@ from services.errors import ApiError
 from services.playback import claims_or_error
 from services.ports import ObjectNotFound
 from services.tokens import Principal
-from services.videos import can_see, original_key_to_serve
+from services.videos import ORIGINAL_SOURCES, can_see, original_key_to_serve
 from stream_service.delivery import EVENT_PLAYLIST, IMMUTABLE, VOD_PLAYLIST, serve_bytes, serve_object
 from stream_service.playlists import is_vod, playlist_with_token, storyboard_with_token
 
@@ -84,7 +84,10 @@ def _rewritten(key: str, token: str, rewrite, content_type: str, cache_control: 
 @bp.route("/<video_id>/original", methods=["GET", "HEAD"])
 def original(video_id: str):
     video, _ = authorize(video_id)
-    key = original_key_to_serve(video)
+    source = request.args.get("src")
+    if source is not None and source not in ORIGINAL_SOURCES:
+        raise ApiError(400, "invalid_source", f"src must be one of {', '.join(ORIGINAL_SOURCES)}.")
+    key = original_key_to_serve(video, source)
     if key is None:
         raise ApiError(404, "not_playable", "This video's original is not playable in browsers; use HLS.")
     return _object(key, ORIGINAL_CACHE, "video/mp4")

@@ -194,6 +194,29 @@ def test_the_original_plays_before_the_ladder_and_never_when_not_browser_playabl
     assert_error(api.call("GET", f"/api/stream/{vp9['id']}/original", admin), 404, "not_playable")
 
 
+def test_an_original_url_keeps_serving_the_file_it_was_issued_for(api, deps, clip):
+    """A player mid-way through range requests must not get bytes of the faststart remux when it appears."""
+    admin = api.register()["access_token"]
+    tenant = api.call("GET", "/api/auth/me", admin).get_json()["tenant"]["id"]
+    video = deps.metadata.videos.add({
+        "tenant_id": tenant, "owner_id": "u", "title": "t", "status": "processing", "visibility": "tenant",
+        "source": {"video_codec": "h264", "audio_codec": "aac", "container": "mov,mp4,m4a,3gp,3g2,mj2",
+                   "pixel_format": "yuv420p"}})
+    upload_bytes, remux_bytes = clip.read_bytes(), b"R" * 5000
+    deps.objects.put(keys.original_key(tenant, video["id"]), upload_bytes)
+    early = api.call("GET", f"/api/videos/{video['id']}", admin).get_json()["playback"]["original_url"]
+    assert early.endswith("&src=upload")
+    # the worker's faststart copy lands
+    deps.objects.put(keys.playable_original_key(tenant, video["id"]), remux_bytes)
+    deps.metadata.videos.update(video["id"], {"original_playable": True})
+    late = api.call("GET", f"/api/videos/{video['id']}", admin).get_json()["playback"]["original_url"]
+    assert late.endswith("&src=faststart")
+    assert api.client.get(early, headers={"Range": "bytes=0-99"}).data == upload_bytes[:100]
+    assert api.client.get(late, headers={"Range": "bytes=0-99"}).data == remux_bytes[:100]
+    assert api.client.get(early.replace("&src=upload", "")).data == remux_bytes  # no src: the current file
+    assert_error(api.client.get(early.replace("src=upload", "src=../../etc")), 400, "invalid_source")
+
+
 def test_bad_paths_are_404(api, watched):
     video, admin = watched
     for path in ("hls/../../original", "hls/180p/../../x", "hls/abc/index.m3u8", "hls/270p/secret.txt",
