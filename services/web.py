@@ -92,14 +92,17 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
     return app
 
 
-def rate_limiter(app: Flask, key_func: Callable[[], str], storage_uri: str, key_prefix: str) -> Limiter:
+def rate_limiter(app: Flask, key_func: Callable[[], str], config: Any, component: str) -> Limiter:
     """A flask-limiter whose 429 has the contract's error shape and a Retry-After.
+
+    Counters live in RATE_LIMIT_STORAGE_URL under the deployment's BROKER_NAMESPACE (default "reelhouse", so the
+    keys are `reelhouse-auth…` as before): two deployments sharing one Redis do not share budgets.
 
     Its own headers stay off: it would stamp Retry-After on every counted response (a 401, a 204), and override
     a service's own Retry-After on a 503. swallow_errors: if the counters' store (Redis) is down, requests go on
     without limits rather than all failing; /readyz reports the outage."""
-    limiter = Limiter(key_func, app=app, storage_uri=storage_uri, headers_enabled=False, key_prefix=key_prefix,
-                      swallow_errors=True)
+    limiter = Limiter(key_func, app=app, storage_uri=config.rate_limit_storage_url, headers_enabled=False,
+                      key_prefix=f"{config.broker_namespace}-{component}", swallow_errors=True)
 
     @app.errorhandler(RateLimitExceeded)
     def _limited(_error):

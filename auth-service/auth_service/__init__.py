@@ -24,7 +24,7 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None) -
     app.extensions["accounts"] = Accounts(deps.metadata, deps.signing_key, deps.config)
     app.register_blueprint(sessions.bp)
     app.register_blueprint(users.bp)
-    limiter = rate_limiter(app, get_remote_address, deps.config.rate_limit_storage_url, "reelhouse-auth")
+    limiter = rate_limiter(app, get_remote_address, deps.config, "auth")
     app.extensions["reelhouse.readiness"]["rate_limits"] = lambda: _check_storage(limiter)
     for endpoint, limit in (("sessions.login", deps.config.login_rate_limit),
                             ("sessions.register", deps.config.register_rate_limit)):

@@ -63,18 +63,20 @@ def cluster() -> None:
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Ingress port.")
 @click.option("--detach", is_flag=True, help="Run in the background; return once everything answers.")
 @click.option("--quiet", is_flag=True, help="Do not echo the processes' logs (they are in <dir>/logs).")
-def cluster_up(run_dir: Path, port: int, detach: bool, quiet: bool) -> None:
+@click.option("--store", type=click.Choice(["s3", "local"]), default="s3", show_default=True,
+              help="Objects in moto's S3 server, or in a local directory shared by the processes.")
+def cluster_up(run_dir: Path, port: int, detach: bool, quiet: bool, store: str) -> None:
     """Start nginx, the gateway, auth, upload, stream, two notify replicas and two workers."""
     from reelhouse_gateway import cluster as topology
 
     if detach:
-        current = topology.start_detached(run_dir, port)
+        current = topology.start_detached(run_dir, port, store=store)
         click.echo(f"Reelhouse cluster is running at {current['url'].replace('127.0.0.1', 'localhost')}/ "
                    f"(logs in {run_dir / 'logs'}; `make cluster-down` stops it)")
         for name, service in current["services"].items():
             click.echo(f"  {name:<10} pid {service['pid']:<8} port {service['port']}")
         return
-    topology.run(run_dir, port, echo=not quiet)
+    topology.run(run_dir, port, echo=not quiet, store=store)
 
 
 @cluster.command("down")

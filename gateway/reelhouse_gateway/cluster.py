@@ -120,7 +120,10 @@ http {{
 
 class Cluster:
     def __init__(self, run_dir: Path, port: int = 8080, *, workers: int = 2, notify_replicas: int = 2,
-                 namespace: str | None = None):
+                 namespace: str | None = None, store: str = "s3"):
+        if store not in ("s3", "local"):
+            raise ValueError("store must be s3 or local")
+        self.store = store
         self.run_dir = run_dir.absolute()
         self.port = port
         self.namespace = namespace or f"cluster-{uuid.uuid4().hex[:8]}"
@@ -151,7 +154,7 @@ class Cluster:
             "WORK_DIR": str(self.run_dir / "work"),
             "BROKER_URL": BROKER,
             "BROKER_NAMESPACE": self.namespace,
-            "STORAGE_URL": "s3://reelhouse",
+            "STORAGE_URL": "s3://reelhouse" if self.store == "s3" else (self.run_dir / "objects").as_uri(),
             "AWS_ACCESS_KEY_ID": "cluster", "AWS_SECRET_ACCESS_KEY": "cluster-secret",
             "PLAYBACK_SECRET": secrets.token_urlsafe(48),
             "JWT_PRIVATE_KEY": key,
@@ -250,8 +253,9 @@ class Cluster:
 
         self.echo = echo
         shared = self._prepare()
-        self.moto = MotoS3Server().start()
-        shared["S3_ENDPOINT_URL"] = self.moto.endpoint_url
+        if self.store == "s3":
+            self.moto = MotoS3Server().start()
+            shared["S3_ENDPOINT_URL"] = self.moto.endpoint_url
         self._plan(shared)
         try:
             for service in self.services:
@@ -331,9 +335,9 @@ class Cluster:
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def run(run_dir: Path, port: int, *, echo: bool = True) -> None:
+def run(run_dir: Path, port: int, *, echo: bool = True, store: str = "s3") -> None:
     """Foreground supervisor: start everything, print where it runs, stop it all on SIGTERM/SIGINT."""
-    cluster = Cluster(run_dir, port)
+    cluster = Cluster(run_dir, port, store=store)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
@@ -351,13 +355,13 @@ def state(run_dir: Path) -> dict | None:
         return None
 
 
-def start_detached(run_dir: Path, port: int, timeout: float = 180) -> dict:
+def start_detached(run_dir: Path, port: int, timeout: float = 180, store: str = "s3") -> dict:
     """Start the supervisor in the background and return once the cluster answers (or raise with its log)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     log = (run_dir / "supervisor.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "cluster", "up", "--dir", str(run_dir),
-                                "--port", str(port), "--quiet"], stdout=log, stderr=subprocess.STDOUT,
+                                "--port", str(port), "--quiet", "--store", store], stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -10,8 +10,10 @@ send `/socket.io` straight to the notify replicas.
 from __future__ import annotations
 
 import logging
+import queue
 import selectors
 import socket
+import threading
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
@@ -36,7 +38,7 @@ from services.web import rate_limiter
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024  # per read and write: fewer, larger copies (bench/gateway.py)
 # RFC 9110 §7.6.1 connection-specific fields, plus the ones the gateway sets itself
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
               "transfer-encoding", "upgrade", "proxy-connection"}
@@ -119,6 +121,9 @@ def forward(upstream: Upstream) -> Response:
     except (ProtocolError, HTTPError, OSError) as error:
         log.warning("proxy to %s failed: %s", upstream.name, error)
         raise ApiError(502, "bad_gateway", f"The {service} broke off the exchange.") from None
+    finally:
+        if isinstance(body, _BodyReader):
+            body.close()
     response_headers = [(name, value) for name, value in answer.headers.items()
                         if name.lower() not in NOT_RETURNED]
     return Relayed(_relay(answer, upstream.name), status=answer.status, headers=response_headers,
@@ -126,12 +131,10 @@ def forward(upstream: Upstream) -> Response:
 
 
 def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
+    ahead = ReadAhead(lambda: answer.read(CHUNK, decode_content=False))
     complete = False
     try:
-        while True:
-            chunk = answer.read(CHUNK, decode_content=False)
-            if not chunk:
-                break
+        while chunk := ahead.next():
             yield chunk
         complete = True
     except (ProtocolError, ReadTimeoutError, OSError) as error:
@@ -139,26 +142,89 @@ def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
         log.warning("%s broke off a response mid-body: %s", name, error)
         raise
     finally:
+        ahead.close()
         if not complete:
-            answer.close()  # unread bytes: this connection must not go back to the pool
+            answer.close()  # unread bytes: this connection must not be reused as it is
         answer.release_conn()
 
 
+class ReadAhead:
+    """Pieces from `read()` (b"" at the end), fetched by a helper thread at most AHEAD pieces in advance.
+
+    Receiving on one side and sending on the other then overlap instead of taking turns; alternating them left
+    each side idle half the time (uploads through the gateway: 188 vs 640 MB/s direct, bench/gateway.py).
+    Memory stays bounded (AHEAD pieces); an error in `read()` is raised by `next()`; `close()` stops the thread."""
+
+    AHEAD = 4
+
+    def __init__(self, read):
+        self.read = read
+        self.pieces: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self.closed = threading.Event()
+        self.finished = False
+        threading.Thread(target=self._fill, daemon=True, name="read-ahead").start()
+
+    def _put(self, item) -> bool:
+        while not self.closed.is_set():
+            try:
+                self.pieces.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            while not self.closed.is_set():
+                data = self.read()
+                if not self._put(data) or not data:
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consuming thread
+            self._put(error)
+
+    def next(self) -> bytes:
+        if self.finished:
+            return b""
+        item = self.pieces.get()
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        if not item:
+            self.finished = True
+        return item
+
+    def close(self) -> None:
+        self.closed.set()
+
+
 class _BodyReader:
-    """The request body as a file for urllib3, reading at most `length` bytes in large pieces."""
+    """The request body as a file for urllib3: at most `length` bytes, read ahead from the client."""
 
     def __init__(self, stream, length: int):
-        self.stream, self.left = stream, length
+        self.left = length
 
-    def read(self, size: int = -1) -> bytes:
-        if self.left <= 0:
-            return b""
-        size = self.left if size is None or size < 0 else min(size, self.left)
-        data = self.stream.read(size)
-        self.left -= len(data)
-        if not data:
-            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.")
-        return data
+        def read() -> bytes:
+            if self.left <= 0:
+                return b""
+            data = stream.read(min(BODY_CHUNK, self.left))
+            if not data:
+                raise EOFError("short body")
+            self.left -= len(data)
+            return data
+
+        self.ahead = ReadAhead(read)
+
+    def read(self, _size: int = -1) -> bytes:
+        try:
+            return self.ahead.next()
+        except Exception:  # noqa: BLE001 - the client went away or sent less than it announced
+            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.") from None
+
+    def close(self) -> None:
+        self.ahead.close()
+
+
+BODY_CHUNK = 1024 * 1024  # gunicorn hands a known-length body over in recv()s of up to 1 MiB
 
 
 # --- Flask wiring ---------------------------------------------------------------------------------------------
@@ -183,7 +249,7 @@ def _tenant_key() -> str | None:
 def install(app: Flask, upstreams: dict[str, Upstream]) -> Limiter:
     """Registers one forwarding view per route prefix, each with per-address and per-tenant rate limits."""
     config = app.extensions["reelhouse"].config
-    limiter = rate_limiter(app, get_remote_address, config.rate_limit_storage_url, "reelhouse-gateway")
+    limiter = rate_limiter(app, get_remote_address, config, "gateway")
     bp = Blueprint("proxy", __name__)
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     per_address = limiter.shared_limit(config.api_rate_limit_per_address, scope="address")

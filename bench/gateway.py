@@ -1,0 +1,126 @@
+"""Gateway overhead: a ranged download and a tus upload through `reelhouse gateway` vs straight to the service.
+
+A `make cluster`-style topology (reelhouse_gateway.cluster) with the local store and no workers (nothing competes
+for the CPU): the same 256 MiB original fetched with `Range: bytes=0-` from the gateway and from the stream
+service, and the same 256 MiB uploaded over tus in 64 MiB PATCHes through the gateway and to the upload service.
+Runs are interleaved; medians of --runs. Ratio = through the gateway ÷ direct (target ≥ 0.8, issue 10).
+Run: .venv/bin/python bench/gateway.py [--size-mib 256] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reelhouse_gateway.cluster import Cluster  # noqa: E402
+from services.testing import STRONG_PASSWORD, free_port, rss_kib  # noqa: E402
+
+PATCH = 64 * 1024 * 1024
+
+
+class Blocks:
+    """`count` MiB of one random block, as a file-like body with a length (streamed, never held whole)."""
+
+    def __init__(self, block: bytes, size: int):
+        self.block, self.left = block, size
+
+    def __len__(self):
+        return self.left
+
+    def read(self, size: int = -1) -> bytes:
+        n = min(self.left, len(self.block) if size is None or size < 0 else min(size, len(self.block)))
+        self.left -= n
+        return self.block[:n]
+
+
+def download(url: str) -> float:
+    start = time.perf_counter()
+    with requests.get(url, headers={"Range": "bytes=0-"}, stream=True, timeout=600) as response:
+        assert response.status_code == 206, response.status_code
+        for _ in response.iter_content(1024 * 1024):
+            pass
+    return time.perf_counter() - start
+
+
+def upload(base: str, token: str, size: int, block: bytes) -> float:
+    auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+    start = time.perf_counter()
+    created = requests.post(base + "/api/uploads", timeout=60, headers={
+        **auth, "Upload-Length": str(size), "Upload-Metadata": f"title {base64.b64encode(b'bench').decode()}"})
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    for offset in range(0, size, PATCH):
+        length = min(PATCH, size - offset)
+        response = requests.patch(base + location, data=Blocks(block, length), timeout=600, headers={
+            **auth, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+        assert response.status_code == 204, response.text
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    size = args.size_mib * 1024 * 1024
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-", dir=os.environ.get("BENCH_DIR")) as tmp:
+        cluster = Cluster(Path(tmp) / "cluster", free_port(), workers=0, notify_replicas=1, store="local")
+        cluster.start()
+        try:
+            ports = {s.name: s.port for s in cluster.services}
+            pids = {s.name: s.process.pid for s in cluster.services}
+            gateway, stream, uploads = (f"http://127.0.0.1:{ports[name]}" for name in ("gateway", "stream", "upload"))
+            session = requests.post(gateway + "/api/auth/register", timeout=30, json={
+                "tenant_name": "Bench", "email": "b@bench.test", "password": STRONG_PASSWORD}).json()
+            token, tenant = session["access_token"], session["tenant"]["id"]
+
+            from services.adapters.sqlite_metadata import SqliteMetadataStore
+
+            data_dir = Path(tmp) / "cluster" / "data"
+            store = SqliteMetadataStore(data_dir / "reelhouse.db")
+            video = store.videos.add({
+                "tenant_id": tenant, "owner_id": session["user"]["id"], "title": "bench", "status": "uploaded",
+                "visibility": "tenant", "size": size,
+                "source": {"video_codec": "h264", "audio_codec": "aac", "container": "mov,mp4"}})
+            store.close()
+            original = Path(tmp) / "cluster" / "objects" / "tenants" / tenant / "videos" / video["id"] / "original"
+            original.parent.mkdir(parents=True)
+            block = os.urandom(1024 * 1024)
+            with original.open("wb") as f:
+                for _ in range(args.size_mib):
+                    f.write(block)
+            path = requests.get(f"{gateway}/api/videos/{video['id']}", timeout=30, headers={
+                "Authorization": f"Bearer {token}"}).json()["playback"]["original_url"]
+
+            rss_before = rss_kib(pids["gateway"])
+            times: dict[str, list[float]] = {"down_gw": [], "down_direct": [], "up_gw": [], "up_direct": []}
+            for _ in range(args.runs):  # interleaved: both sides see the same machine
+                times["down_gw"].append(download(gateway + path))
+                times["down_direct"].append(download(stream + path))
+                times["up_gw"].append(upload(gateway, token, size, block))
+                times["up_direct"].append(upload(uploads, token, size, block))
+            rss_after = rss_kib(pids["gateway"])
+        finally:
+            cluster.stop()
+    mb = size / 1e6
+    rate = {k: mb / statistics.median(v) for k, v in times.items()}
+    print(f"\n{args.size_mib} MiB, median of {args.runs} interleaved runs, {os.cpu_count()} cores; "
+          f"gateway RSS {rss_before / 1024:.0f} → {rss_after / 1024:.0f} MiB\n")
+    print("| | through the gateway | straight to the service | ratio | target |")
+    print("|---|---|---|---|---|")
+    for label, gw, direct in (("ranged download (`Range: bytes=0-`)", "down_gw", "down_direct"),
+                              ("tus upload, 64 MiB PATCHes", "up_gw", "up_direct")):
+        print(f"| {label} | {rate[gw]:.0f} MB/s | {rate[direct]:.0f} MB/s | {rate[gw] / rate[direct]:.2f} | ≥ 0.8 |")
+
+
+if __name__ == "__main__":
+    main()
