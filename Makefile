@@ -19,13 +19,14 @@ FRONTEND_SOURCES := $(shell find frontend \( -name node_modules -o -name out -o 
                       -o -type f -print 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help run install test lint frontend web-app-if-npm cluster cluster-down
+.PHONY: help run install test lint frontend web-app-if-npm cluster cluster-down bench
 
 help:
 	@echo "make run       install into $(VENV) if needed, build the web app if npm is here, start Reelhouse"
 	@echo "make install   create $(VENV) and install Reelhouse with the pinned versions of constraints.txt"
 	@echo "make test      install the test extras, build the web app if npm is here, run pytest (PYTEST_ARGS='-k auth -x')"
 	@echo "make cluster   the distributed topology as separate processes behind nginx on :8080 (make cluster-down)"
+	@echo "make bench     every benchmark beside its baseline (needs nginx, wrk, RabbitMQ); figures in BENCHMARKS.md"
 	@echo "make lint      ruff check ."
 	@echo "make frontend  npm ci && npm run build in frontend/ (served by the gateway at /)"
 
@@ -68,6 +69,10 @@ cluster: install web-app-if-npm
 
 cluster-down:
 	$(BIN)/reelhouse cluster down --dir .cluster
+
+# Each also runs on its own (see bench/README.md); BENCH_ARGS=--smoke runs tiny sizes (what CI checks).
+bench: $(TEST_STAMP)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
