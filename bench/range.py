@@ -80,7 +80,7 @@ def main() -> None:
                 try:
                     if requests.get(url + "/readyz", timeout=1).status_code == 200:
                         break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                     time.sleep(0.1)
             session = requests.post(url + "/api/auth/register", timeout=30, json={
                 "tenant_name": "Bench", "email": "b@bench.test", "password": STRONG_PASSWORD}).json()
@@ -112,7 +112,7 @@ def main() -> None:
                 try:
                     requests.head(theirs, timeout=1)
                     break
-                except requests.ConnectionError:
+                except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                     time.sleep(0.05)
 
             mb = size / 1e6

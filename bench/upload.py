@@ -52,7 +52,7 @@ def tus_upload(source: Path, env: dict, patch_mib: int, work: Path) -> tuple[flo
             try:
                 if requests.get(url + "/readyz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                 time.sleep(0.1)
         registered = requests.post(url + "/api/auth/register", timeout=30, json={
             "tenant_name": "Bench", "email": "b@bench.test", "password": STRONG_PASSWORD})

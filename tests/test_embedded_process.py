@@ -38,7 +38,7 @@ class Process:
             try:
                 if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                 time.sleep(0.2)
         self.stop()
         raise AssertionError(f"reelhouse up did not answer within 60 s:\n{self.log.read_text()}")

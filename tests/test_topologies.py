@@ -36,7 +36,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60)
         try:
             if requests.get(url + "/readyz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or too busy to answer within the timeout
             pass
         time.sleep(0.2)
     raise AssertionError(log.read_text()[-4000:])

@@ -36,7 +36,7 @@ class Server:
             try:
                 if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                 pass
             time.sleep(0.2)
         raise AssertionError(self.log.read_text())

@@ -44,7 +44,7 @@ def wait_ready(url: str, proc: subprocess.Popen, log: Path, path: str = "/readyz
         try:
             if requests.get(url + path, timeout=1).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet, or too busy to answer within the timeout
             pass
         time.sleep(0.2)
     raise AssertionError(log.read_text())

@@ -266,7 +266,7 @@ def test_large_bodies_stream_through_a_real_gateway_with_bounded_memory(tmp_path
             try:
                 if requests.get(url + "/healthz", timeout=1).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                 time.sleep(0.2)
         before, samples, sampling = rss_kib(proc.pid), [], threading.Event()
 
