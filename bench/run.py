@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("upload.py", [], ["--size-mib", "16", "--patch-mib", "8"]),
     ("gateway.py", [], ["--size-mib", "8", "--runs", "1"]),
     ("realtime.py", [], ["--clients", "20", "--bursts", "1", "--events", "2"]),
+    ("transcode.py", [], ["--seconds", "4", "--size", "640x360", "--runs", "1"]),
 ]
 
 

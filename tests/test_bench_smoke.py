@@ -29,5 +29,6 @@ def test_every_benchmark_runs_beside_its_baseline():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
     for expected in ("(a) whole 16 MiB download", "(b) random 64 KiB ranges", "local store: tus", "S3 store:    tus",
-                     "| ranged download", "| tus upload", "| delivered | 40 | 40 |"):
+                     "| ranged download", "| tus upload", "| delivered | 40 | 40 |", "| worker (whole job) |",
+                     "| one ffmpeg per rung |"):
         assert expected in out, expected
