@@ -213,7 +213,8 @@ class HttpClient:
 
 # --- end-to-end helpers: a running deployment driven over HTTP and Socket.IO like a user would ---------------
 
-CONTRACT_EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
+CONTRACT_EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed",
+                   "video.deleted")
 
 
 def make_clip(path: Path, seconds: float, size: str = "320x180", preset: str = "ultrafast") -> Path:

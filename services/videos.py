@@ -131,6 +131,18 @@ def update_video(videos: Repository, video_id: str, change: Callable[[dict], dic
     raise VersionConflict(f"videos/{video_id} kept changing")
 
 
+def publish_deleted(events: EventBus, video: dict[str, Any]) -> None:
+    """`video.deleted`, once the record is gone. It carries what fan-out needs to route it (owner, visibility),
+    since nobody can look the video up any more."""
+    event = {"video_id": video["id"], "tenant_id": video["tenant_id"], "owner_id": video.get("owner_id"),
+             "visibility": video.get("visibility", DEFAULT_VISIBILITY), "seq": video.get("seq", 0) + 1,
+             "ts": time.time()}
+    try:
+        events.publish("video.deleted", event)
+    except Exception:
+        log.exception("could not publish video.deleted", extra={"video_id": video["id"]})
+
+
 def record_and_publish(videos: Repository, events: EventBus, video_id: str, changes: dict[str, Any],
                        emitted: list[tuple[str, dict[str, Any]]], *, when: Callable[[dict], bool] = lambda v: True
                        ) -> dict | None:

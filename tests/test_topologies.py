@@ -116,7 +116,7 @@ def test_register_upload_transcode_stream_and_live_events(deployment, clip):
             events = listener.wait_for(video_id, "video.ready", timeout=180)
             names = [name for name, _ in events]
             statuses = [data["status"] for name, data in events if name == "video.status"]
-            assert statuses[:2] == ["uploaded", "processing"] and "video.progress" in names, events
+            assert statuses[:3] == ["uploading", "uploaded", "processing"] and "video.progress" in names, events
             seqs = [data["seq"] for _, data in events]
             assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
         assert outsider.events == []

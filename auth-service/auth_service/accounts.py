@@ -44,6 +44,22 @@ def public_tenant(tenant: dict[str, Any]) -> dict[str, Any]:
     return {"id": tenant["id"], "name": tenant["name"]}
 
 
+# Two tabs of one browser may present the same refresh cookie moments apart (one of them rotated it while the
+# other's request was on its way). Within this window a spent token is answered with 409 `refresh_superseded`
+# (retry with the current cookie) instead of being treated as theft; after it, reuse revokes the whole family.
+REUSE_GRACE_SECONDS = 10.0
+
+
+def _superseded() -> ApiError:
+    return ApiError(409, "refresh_superseded",
+                    "This session was refreshed a moment ago by another request; retry with the current token.")
+
+
+def _seconds_since(iso: str) -> float:
+    then = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - then).total_seconds()
+
+
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -142,6 +158,8 @@ class Accounts:
         if record is None or record["revoked"]:
             raise ApiError(401, "invalid_refresh_token", "The refresh token is not valid; log in again.")
         if record["used_at"] is not None:
+            if _seconds_since(record["used_at"]) < REUSE_GRACE_SECONDS:
+                raise _superseded()
             self.revoke_family(record["family_id"])
             raise ApiError(401, "refresh_token_reused",
                            "This refresh token was used before; every session from it has been signed out.")
@@ -151,10 +169,8 @@ class Accounts:
             self.store.refresh_tokens.update(record["id"], {"used_at": utcnow_iso()},
                                              expected_version=record["version"])
         except VersionConflict:
-            # Two refreshes raced with one token: treat it as reuse, like the sequential case.
-            self.revoke_family(record["family_id"])
-            raise ApiError(401, "refresh_token_reused",
-                           "This refresh token was used before; every session from it has been signed out.") from None
+            # Two refreshes raced with one token (two tabs of one browser): the other one won just now.
+            raise _superseded() from None
         user = self.store.users.get(record["user_id"], tenant_id=record["tenant_id"])
         if user is None:
             raise ApiError(401, "invalid_refresh_token", "The account no longer exists.")

@@ -45,7 +45,7 @@ def refresh():
     try:
         user, tokens = accounts().refresh(token)
     except ApiError as error:
-        if mode == "cookie":
+        if mode == "cookie" and error.status == 401:  # not on 409: the browser already holds the newer cookie
             error.headers = {**(error.headers or {}), "Set-Cookie": _expired_cookie()}
         raise
     return _with_tokens({"user": public_user(user)}, tokens, mode)

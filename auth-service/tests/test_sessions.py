@@ -205,9 +205,28 @@ class TestRefresh:
         third = self.refresh(api, second["refresh_token"])
         assert third.status_code == 200
 
-    def test_reuse_revokes_the_whole_family(self, api):
+    @staticmethod
+    def age_spent_tokens(app, seconds: float = 11):
+        """Move every spent token's use `seconds` into the past (beyond the two-tabs grace)."""
+        from datetime import UTC, datetime, timedelta
+
+        store = _accounts(app).store
+        when = (datetime.now(UTC) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        for record in store.refresh_tokens.find({}).items:
+            if record["used_at"]:
+                store.refresh_tokens.update(record["id"], {"used_at": when})
+
+    def test_a_token_spent_moments_ago_is_superseded_not_stolen(self, api, app):
+        """Two tabs, one cookie: the second request arrives just after the first rotated it."""
         first = api.register()
         second = self.refresh(api, first["refresh_token"]).get_json()
+        assert_error(self.refresh(api, first["refresh_token"]), 409, "refresh_superseded")
+        assert self.refresh(api, second["refresh_token"]).status_code == 200  # the session lives on
+
+    def test_reuse_revokes_the_whole_family(self, api, app):
+        first = api.register()
+        second = self.refresh(api, first["refresh_token"]).get_json()
+        self.age_spent_tokens(app)
         assert_error(self.refresh(api, first["refresh_token"]), 401, "refresh_token_reused")
         # The legitimate holder's newer token dies with the family.
         assert_error(self.refresh(api, second["refresh_token"]), 401, "invalid_refresh_token")
@@ -228,7 +247,7 @@ class TestRefresh:
             t.start()
         for t in threads:
             t.join()
-        assert results.count(200) <= 1 and set(results) <= {200, 401}, results
+        assert results.count(200) == 1 and set(results) <= {200, 409}, results
 
     def test_unknown_and_expired_refresh_tokens(self, api, app):
         session = api.register()
@@ -281,7 +300,7 @@ class TestCookieSessions:
         assert response.status_code == 200
         assert "Secure" in response.headers["Set-Cookie"]
 
-    def test_refresh_from_the_cookie_rotates_it_and_reuse_revokes(self, api):
+    def test_refresh_from_the_cookie_rotates_it_and_reuse_revokes(self, api, app):
         api.register(session="cookie")
         first = self.cookie(api).value
         response = api.client.post("/api/auth/refresh", json={})
@@ -291,7 +310,14 @@ class TestCookieSessions:
         assert api.call("GET", "/api/auth/me", body["access_token"]).status_code == 200
         second = self.cookie(api).value
         assert second != first
-        # The spent cookie value replayed (e.g. stolen earlier) revokes the family and clears the cookie.
+        # Another tab sending the old cookie a moment later: 409, and the browser's newer cookie is left alone.
+        api.client.set_cookie("reelhouse_refresh", first, path="/api/auth")
+        late = api.client.post("/api/auth/refresh", json={})
+        assert_error(late, 409, "refresh_superseded")
+        assert "Set-Cookie" not in late.headers
+        api.client.set_cookie("reelhouse_refresh", second, path="/api/auth")
+        # The spent cookie value replayed later (e.g. stolen) revokes the family and clears the cookie.
+        TestRefresh.age_spent_tokens(app)
         replay = api.client.post("/api/auth/refresh", json={"refresh_token": first})
         assert_error(replay, 401, "refresh_token_reused")
         denied = api.client.post("/api/auth/refresh", json={})

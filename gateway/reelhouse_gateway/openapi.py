@@ -313,7 +313,9 @@ def _paths() -> dict[str, dict]:
                 "tenant": {"type": "string", "description": "organisation id or name"}, "session": SESSION_MODE}})},
         "/api/auth/refresh": {"post": _op(
             "Swap a refresh token for a new pair (the old one is spent; reuse signs out its whole family)", "auth",
-            {"200": _json(_ref("Tokens")), **BAD_BODY, "401": _error("Invalid, expired or reused refresh token")},
+            {"200": _json(_ref("Tokens")), **BAD_BODY, "401": _error("Invalid, expired or reused refresh token"),
+             "409": _error("`refresh_superseded`: spent by another request within the last 10 s (another tab); "
+                           "retry with the current token")},
             secure=False, body=REFRESH_BODY)},
         "/api/auth/logout": {"post": _op(
             "Revoke a refresh token and every token rotated from it", "auth",

@@ -209,7 +209,14 @@ class Realtime:
             video_id, tenant_id = event.get("video_id"), event.get("tenant_id")
             if not video_id or not tenant_id:
                 return
-            video = self._video(video_id)
+            if topic == "video.deleted":
+                # The record is gone: route by what the event carries (the publisher read it before deleting).
+                self._video_cache.pop(video_id, None)
+                video = {"tenant_id": tenant_id, "owner_id": event.get("owner_id"),
+                         "visibility": event.get("visibility", "private")}
+                event = {k: v for k, v in event.items() if k not in ("owner_id", "visibility")}
+            else:
+                video = self._video(video_id)
             if video is None or video.get("tenant_id") != tenant_id:
                 return
             if video.get("visibility") == "private":

@@ -23,7 +23,6 @@ from services.testing import EventListener as Listener
 
 pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
-EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
 
 
 def make_clip(path: Path, seconds: float = 2) -> Path:
@@ -130,7 +129,7 @@ def test_uploader_receives_every_event_in_order_and_other_tenant_nothing(server,
         events = mine.wait_for(video_id, "video.ready")
         names = [name for name, _ in events]
         statuses = [data["status"] for name, data in events if name == "video.status"]
-        assert statuses[:2] == ["uploaded", "processing"], events
+        assert statuses[:3] == ["uploading", "uploaded", "processing"], events
         assert "video.progress" in names and names.index("video.progress") > names.index("video.status")
         assert names[-1] == "video.ready" or "video.ready" in names
         seqs = [data["seq"] for _, data in events]
@@ -145,6 +144,15 @@ def test_uploader_receives_every_event_in_order_and_other_tenant_nothing(server,
         assert mine.client.call("subscribe", {"video_id": video_id}, timeout=10) == {"ok": True, "video_id": video_id}
         assert mine.client.call("unsubscribe", {"video_id": video_id}, timeout=10)["ok"] is True
         assert mine.client.call("subscribe", {}, timeout=10)["error"]["code"] == "invalid_request"
+        # deleting it: the library of every member hears of it; the other tenant still hears nothing
+        deleted = requests.delete(f"{url}/api/videos/{video_id}", timeout=30,
+                                  headers={"Authorization": f"Bearer {a['token']}"})
+        assert deleted.status_code == 204
+        gone = [data for name, data in mine.wait_for(video_id, "video.deleted", timeout=15) if name == "video.deleted"]
+        assert len(gone) == 1 and gone[0]["seq"] > seqs[-1]
+        assert "owner_id" not in gone[0] and "visibility" not in gone[0]  # routing data stays on the bus
+        time.sleep(0.5)
+        assert theirs.events == []
     finally:
         mine.close()
         theirs.close()
@@ -188,6 +196,13 @@ def test_private_video_events_reach_owner_and_editor_not_viewer(server):
         # a fresh token re-authenticates the same socket
         assert viewer.client.call("auth", {"token": viewer_token}, timeout=10)["ok"] is True
         assert viewer.client.call("auth", {"token": "forged"}, timeout=10)["error"]["code"]
+        # deleted: the owner and the editors hear it, the viewer does not (not even that it existed)
+        assert requests.delete(f"{url}/api/videos/{video_id}", timeout=30,
+                               headers={"Authorization": f"Bearer {uploader}"}).status_code == 204
+        owner.wait_for(video_id, "video.deleted", timeout=15)
+        editor.wait_for(video_id, "video.deleted", timeout=15)
+        time.sleep(0.5)
+        assert viewer.of(video_id) == []
     finally:
         for listener in (editor, viewer, owner):
             listener.close()

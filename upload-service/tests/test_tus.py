@@ -70,7 +70,7 @@ def test_tuspy_uploads_a_clip_end_to_end(live, api, editor, deps, events, media,
     lane, job = deps.jobs.published[-1]
     assert lane == "express" and job["video_id"] == video_id and job["type"] == "transcode"
     statuses = [e for t, e in events.of(video_id) if t == "video.status"]
-    assert [e["status"] for e in statuses] == ["uploaded"] and statuses[0]["seq"] == 1
+    assert [e["status"] for e in statuses] == ["uploading", "uploaded"] and [e["seq"] for e in statuses] == [1, 2]
     # No staging objects or multipart leftovers remain.
     assert objects_of(deps, tenant_of(api, editor)) == [keys.original_key(tenant_of(api, editor), video_id)]
 

@@ -139,7 +139,7 @@ def test_bad_checksum_headers(api, editor, upload):
     assert_error(patch(api, editor, upload, 0, b"x", **{"Upload-Checksum": "sha1 AAAA"}), 400, "invalid_header")
 
 
-def test_termination(api, editor, deps, media):
+def test_termination(api, editor, deps, events, media):
     data = media["big"].read_bytes()
     location = create(api, editor, len(data)).headers["Location"]
     assert patch(api, editor, location, 0, data[: 9 * 1024 * 1024]).status_code == 204
@@ -150,6 +150,9 @@ def test_termination(api, editor, deps, media):
     assert_error(api.call("GET", f"/api/videos/{video_id}", editor), 404)
     assert list(deps.objects.list("tenants/")) == []
     assert not any(upload_id == video_id for _, upload_id, _ in _multipart(deps))
+    # open libraries heard the upload start and end
+    assert [(t, e.get("status"), e["seq"]) for t, e in events.of(video_id)] == [
+        ("video.status", "uploading", 1), ("video.deleted", None, 2)]
 
 
 def _multipart(deps):

@@ -14,7 +14,7 @@ from services.authz import current_principal, require_role
 from services.bootstrap import Dependencies
 from services.errors import ApiError
 from services.metrics import per_registry
-from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video
+from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video, publish_deleted, record_and_publish
 from upload_service.assembly import CHUNK, Assembler, Interrupted
 from upload_service.completion import complete_upload
 from upload_service.lease import UploadLease
@@ -110,6 +110,9 @@ def create():
         "part_size": config.upload_part_size,
     })
     headers = {"Location": f"/api/uploads/{upload['id']}"}
+    # Other tabs and members see the new upload appear (seq 1), before its first byte lands.
+    video = record_and_publish(store.videos, deps().events, video["id"], {},
+                               [("video.status", {"status": "uploading"})]) or video
     if has_body or length == 0:
         try:
             upload = _append(upload, 0, parse_checksum(request.headers.get("Upload-Checksum")))
@@ -118,6 +121,7 @@ def create():
             assembler().discard(upload)
             store.videos.delete(upload["id"])
             store.uploads.delete(upload["id"])
+            publish_deleted(deps().events, video)
             raise
         headers["Upload-Offset"] = str(upload["offset"])
     headers["Upload-Expires"] = http_date(upload["expires_at"])
@@ -146,8 +150,11 @@ def _load(upload_id: str) -> dict[str, Any]:
 def expire(deps: Dependencies, assembler: Assembler, upload: dict[str, Any], lease: UploadLease) -> None:
     """Free an abandoned upload's bytes and its video; keep a tombstone so the client hears 410, not 404."""
     assembler.discard(upload)
+    video = deps.metadata.videos.get(upload["id"], tenant_id=upload["tenant_id"])
     deps.metadata.videos.delete(upload["id"], tenant_id=upload["tenant_id"])
     lease.checkpoint({"state": "expired", "parts": [], "staged": []})
+    if video is not None:
+        publish_deleted(deps.events, video)
 
 
 @bp.route("/<upload_id>", methods=["HEAD"])
@@ -257,9 +264,12 @@ def terminate(upload_id: str):
     upload = _load(upload_id)
     if upload["state"] == "done":
         raise ApiError(409, "upload_complete", "This upload is complete; delete the video instead.")
+    video = deps().metadata.videos.get(upload_id, tenant_id=upload["tenant_id"])
     with UploadLease(deps().metadata.uploads, upload) as lease:
         assembler().discard(lease.upload)
         deps().metadata.videos.delete(upload_id, tenant_id=upload["tenant_id"])
         deps().metadata.uploads.delete(upload_id)
         lease.held = False
+    if video is not None:
+        publish_deleted(deps().events, video)
     return "", 204

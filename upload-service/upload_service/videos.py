@@ -8,7 +8,7 @@ from services import keys
 from services.authz import current_principal, require_role
 from services.errors import ApiError
 from services.playback import claims_or_error
-from services.videos import STATUSES, VISIBILITIES, api_video, can_edit, can_see
+from services.videos import STATUSES, VISIBILITIES, api_video, can_edit, can_see, publish_deleted
 from services.web import fields, json_body, page_args
 from upload_service.lease import UploadLease
 
@@ -136,3 +136,4 @@ def remove_video(video: dict) -> None:
             lease.held = False
     deps.objects.delete_prefix(keys.video_prefix(video["tenant_id"], video["id"]))
     deps.metadata.videos.delete(video["id"], tenant_id=video["tenant_id"])
+    publish_deleted(deps.events, video)
