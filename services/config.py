@@ -44,6 +44,7 @@ class Config:
     api_rate_limit_per_tenant: str = "6000 per minute"
     upstream_connect_timeout: float = 5.0
     upstream_read_timeout: float = 120.0
+    client_body_timeout: float = 60.0
     rate_limit_storage_url: str = "memory://"
     login_rate_limit: str = "15 per 5 minutes"
     register_rate_limit: str = "20 per hour"
@@ -123,6 +124,7 @@ class Config:
             api_rate_limit_per_tenant=env.get("API_RATE_LIMIT_PER_TENANT") or "6000 per minute",
             upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT", 5.0, 0.1, 60.0),
             upstream_read_timeout=_float(env, "UPSTREAM_READ_TIMEOUT", 120.0, 1.0, 3600.0),
+            client_body_timeout=_float(env, "CLIENT_BODY_TIMEOUT", 60.0, 1.0, 3600.0),
             rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
             login_rate_limit=env.get("AUTH_LOGIN_RATE_LIMIT") or "15 per 5 minutes",
             register_rate_limit=env.get("AUTH_REGISTER_RATE_LIMIT") or "20 per hour",

@@ -32,6 +32,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
+def ensure_logging(level: str = "INFO") -> None:
+    """JSON lines on stdout unless configure_logging() ran already: a service started straight by gunicorn
+    (`gunicorn 'auth_service:create_app()'`) logs its access lines and request ids like `reelhouse up` does."""
+    if not any(getattr(handler, "_reelhouse", False) for handler in logging.getLogger().handlers):
+        configure_logging(level)
+
+
 def configure_logging(level: str = "INFO", stream=None) -> None:
     """Idempotent: replaces only the handler this function installed."""
     root = logging.getLogger()

@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from services.cors import install_cors
 from services.errors import ApiError, error_response, register_error_handlers
-from services.logs import request_id_var
+from services.logs import ensure_logging, request_id_var
 from services.metrics import per_registry
 
 access_log = logging.getLogger("reelhouse.access")
@@ -43,6 +43,7 @@ def http_metrics(registry: CollectorRegistry) -> HttpMetrics:
 def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None = None,
                     import_name: str = __name__) -> Flask:
     """`name` is the service's name in logs, metrics and /healthz; `import_name` locates its package."""
+    ensure_logging(deps.config.log_level)
     app = Flask(import_name)
     app.config["SERVICE_NAME"] = name
     app.json.ensure_ascii = False

@@ -5,6 +5,7 @@ a worker killed mid-job and a service that goes away and comes back."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 import requests
 
 from services.testing import (
+    STRONG_PASSWORD,
     EventListener,
     assert_error,
     free_port,
@@ -75,8 +77,10 @@ class Cluster:
         self.state = cluster.start_detached(self.dir, free_port())
         self.url = self.state["url"]
         gateway = self.state["services"]["gateway"]["port"]
-        # through nginx to a notify replica, and through the gateway's own websocket tunnel
-        self.socket_urls = [self.url, f"http://127.0.0.1:{gateway}"]
+        notify_2 = self.state["services"]["notify-2"]["port"]
+        # through nginx to a notify replica (ip_hash picks one for 127.0.0.1), through the gateway's own websocket
+        # tunnel (to notify-1), and straight to the second replica: every replica delivers every event
+        self.socket_urls = [self.url, f"http://127.0.0.1:{gateway}", f"http://127.0.0.1:{notify_2}"]
 
     def service(self, name: str) -> dict:
         from reelhouse_gateway import cluster
@@ -156,6 +160,48 @@ def test_errors_keep_the_contract_shape_through_every_hop(deployment):
 
 
 # --- faults only a cluster can have ---------------------------------------------------------------------------
+
+def test_the_ingress_drops_client_claims_about_their_address(cluster):
+    """nginx is the edge: X-Forwarded-For from a client never becomes its address (rate limits, logs)."""
+    response = requests.get(f"{cluster.url}/api/auth/me", timeout=30,
+                            headers={"X-Forwarded-For": "203.0.113.66", "X-Request-ID": "spoof-check-1"})
+    assert response.status_code == 401 and response.headers["X-Request-ID"] != "spoof-check-1"  # nginx's own id
+    request_id = response.headers["X-Request-ID"]
+    deadline = time.monotonic() + 10
+    lines: list[dict] = []
+    while time.monotonic() < deadline and not lines:
+        for log_name in ("gateway.log", "auth.log"):
+            for line in (cluster.dir / "logs" / log_name).read_text().splitlines():
+                if request_id in line and line.startswith("{"):
+                    lines.append(json.loads(line))
+        time.sleep(0.2)
+    access = [entry for entry in lines if entry.get("path") == "/api/auth/me"]
+    assert access and {entry["remote_addr"] for entry in access} == {"127.0.0.1"}, lines
+    # the services log JSON lines with the request id too (they run under plain gunicorn)
+    assert any(entry.get("service") == "auth-service" for entry in access), lines
+
+
+def test_an_outage_at_the_ingress_is_a_json_503(cluster):
+    hold = cluster.dir / "hold" / "gateway"
+    hold.touch()
+    try:
+        os.killpg(cluster.service("gateway")["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            down = requests.get(f"{cluster.url}/api/videos", timeout=30)
+            if down.status_code >= 500:
+                break
+            time.sleep(0.2)
+        assert_error(down, 503, "service_unavailable")
+    finally:
+        hold.unlink()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if requests.get(f"{cluster.url}/healthz", timeout=30).status_code == 200:
+            break
+        time.sleep(0.5)
+    assert requests.get(f"{cluster.url}/healthz", timeout=30).status_code == 200
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -239,3 +285,41 @@ def test_a_stopped_service_answers_503_and_recovers_when_it_returns(cluster):
         time.sleep(0.5)
     assert requests.get(probe, headers=auth, timeout=30).status_code == 404
     assert requests.get(cluster.url + "/readyz", timeout=30).status_code == 200
+
+
+def test_a_restarted_cluster_finishes_what_the_last_one_left(tmp_path, monkeypatch):
+    """`make cluster-down` mid-job, `make cluster` again (local store): the video still ends ready."""
+    from reelhouse_gateway import cluster as topology
+
+    _cluster_prerequisites()
+    monkeypatch.setenv("WORKER_GRACE_SECONDS", "0")  # hand the job back at once on the way down
+    run_dir = tmp_path / "cluster"
+    url = topology.start_detached(run_dir, free_port(), store="local")["url"]
+    try:
+        account = register_account(url)
+        clip = make_clip(tmp_path / "long.mp4", 20, "1280x720")
+        listener = EventListener(url, account["token"])
+        try:
+            video_id = tus_upload(url, account["token"], clip, "Interrupted")
+            listener.wait_for(video_id, "video.progress", timeout=120)
+        finally:
+            listener.close()
+    finally:
+        assert topology.stop_detached(run_dir)
+    url = topology.start_detached(run_dir, free_port(), store="local")["url"]
+    try:
+        login = requests.post(url + "/api/auth/login", timeout=30, json={
+            "email": account["user"]["email"], "password": STRONG_PASSWORD})
+        assert login.status_code == 200, login.text  # the records survived the restart
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        deadline = time.monotonic() + 240
+        video = {}
+        while time.monotonic() < deadline:
+            video = requests.get(f"{url}/api/videos/{video_id}", headers=auth, timeout=30).json()
+            if video["status"] in ("ready", "failed"):
+                break
+            time.sleep(0.5)
+        assert video["status"] == "ready", video
+        assert requests.get(url + video["playback"]["hls_url"], timeout=30).status_code == 200
+    finally:
+        assert topology.stop_detached(run_dir)

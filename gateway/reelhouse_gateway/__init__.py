@@ -40,10 +40,7 @@ def create_proxy_app(config: Config | None = None, deps: Dependencies | None = N
     """Distributed mode: the same URLs, each service's routes forwarded to its own URL (AUTH_URL, UPLOAD_URL,
     STREAM_URL, NOTIFY_URL); the gateway itself serves the web app, the API docs and its ops endpoints."""
     deps = deps or bootstrap(config)
-    urls = deps.config.service_urls()
-    missing = [f"{name.upper()}_URL" for name, url in urls.items() if not url]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)}: the distributed gateway needs every service's URL")
+    urls = check_service_urls(deps.config)
     upstreams = {name: proxy.Upstream(name, url, connect_timeout=deps.config.upstream_connect_timeout,
                                       read_timeout=deps.config.upstream_read_timeout,
                                       maxsize=deps.config.server_threads)
@@ -54,9 +51,18 @@ def create_proxy_app(config: Config | None = None, deps: Dependencies | None = N
     proxy.install(app, upstreams)
     app.register_blueprint(frontend.bp)  # last: its catch-all route must not shadow the service prefixes
     app.wsgi_app = proxy.WebSocketTunnel(app.wsgi_app, upstreams["notify"],
-                                         trusted_proxies=deps.config.trusted_proxies)
+                                         trusted_proxies=deps.config.trusted_proxies,
+                                         max_tunnels=max(4, deps.config.server_threads // 2))
     app.extensions["reelhouse.upstreams"] = upstreams
     return app
+
+
+def check_service_urls(config: Config) -> dict[str, str]:
+    urls = config.service_urls()
+    missing = [f"{name.upper()}_URL" for name, url in urls.items() if not url]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: the distributed gateway needs every service's URL")
+    return urls  # type: ignore[return-value]
 
 
 def start_embedded_worker(deps: Dependencies):

@@ -9,6 +9,7 @@ send `/socket.io` straight to the notify replicas.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import selectors
@@ -38,7 +39,7 @@ from services.web import rate_limiter
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024  # per read and write: fewer, larger copies (bench/gateway.py)
+CHUNK = 256 * 1024  # per response read and write; with READ_AHEAD, what one download may hold in the gateway
 # RFC 9110 §7.6.1 connection-specific fields, plus the ones the gateway sets itself
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
               "transfer-encoding", "upgrade", "proxy-connection"}
@@ -104,6 +105,12 @@ def forward(upstream: Upstream) -> Response:
     if length:
         headers["Content-Length"] = str(length)
         body = _BodyReader(request.stream, length)
+        if length <= SMALL_BODY:  # JSON and the like: whole first, so a stalled client holds no service thread
+            reader = body
+            try:
+                body = b"".join(iter(reader.read, b""))
+            finally:
+                reader.close()
     elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
         chunked = True
         body = iter(lambda: request.stream.read(CHUNK), b"")
@@ -131,7 +138,7 @@ def forward(upstream: Upstream) -> Response:
 
 
 def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
-    ahead = ReadAhead(lambda: answer.read(CHUNK, decode_content=False))
+    ahead = ReadAhead(lambda: answer.read(CHUNK, decode_content=False), ahead=2)
     complete = False
     try:
         while chunk := ahead.next():
@@ -153,13 +160,12 @@ class ReadAhead:
 
     Receiving on one side and sending on the other then overlap instead of taking turns; alternating them left
     each side idle half the time (uploads through the gateway: 188 vs 640 MB/s direct, bench/gateway.py).
-    Memory stays bounded (AHEAD pieces); an error in `read()` is raised by `next()`; `close()` stops the thread."""
+    Memory stays bounded (`ahead` pieces); an error in `read()` is raised by `next()`, and so is a piece that
+    takes longer than `timeout` to arrive (a client that stalls mid-body); `close()` stops the thread."""
 
-    AHEAD = 4
-
-    def __init__(self, read):
-        self.read = read
-        self.pieces: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+    def __init__(self, read, *, ahead: int = 2, timeout: float | None = None):
+        self.read, self.timeout = read, timeout
+        self.pieces: queue.Queue = queue.Queue(maxsize=ahead)
         self.closed = threading.Event()
         self.finished = False
         threading.Thread(target=self._fill, daemon=True, name="read-ahead").start()
@@ -185,7 +191,11 @@ class ReadAhead:
     def next(self) -> bytes:
         if self.finished:
             return b""
-        item = self.pieces.get()
+        try:
+            item = self.pieces.get(timeout=self.timeout)
+        except queue.Empty:
+            self.finished = True
+            raise TimeoutError(f"nothing arrived for {self.timeout:.0f} s") from None
         if isinstance(item, BaseException):
             self.finished = True
             raise item
@@ -212,19 +222,26 @@ class _BodyReader:
             self.left -= len(data)
             return data
 
-        self.ahead = ReadAhead(read)
+        self.timeout = current_app.extensions["reelhouse"].config.client_body_timeout
+        self.ahead = ReadAhead(read, timeout=self.timeout)
 
     def read(self, _size: int = -1) -> bytes:
         try:
             return self.ahead.next()
+        except TimeoutError:
+            # Connection: close, so gunicorn does not wait for the rest of the body on this connection
+            raise ApiError(408, "request_timeout", f"The request body stalled for {self.timeout:.0f} s.",
+                           headers={"Connection": "close"}) from None
         except Exception:  # noqa: BLE001 - the client went away or sent less than it announced
-            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.") from None
+            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.",
+                           headers={"Connection": "close"}) from None
 
     def close(self) -> None:
         self.ahead.close()
 
 
 BODY_CHUNK = 1024 * 1024  # gunicorn hands a known-length body over in recv()s of up to 1 MiB
+SMALL_BODY = 64 * 1024  # read whole before the service is contacted: a stalled client never holds its threads
 
 
 # --- Flask wiring ---------------------------------------------------------------------------------------------
@@ -280,10 +297,27 @@ class WebSocketTunnel:
     Needs the raw client socket, which gunicorn's sync/gthread workers expose as `gunicorn.socket`; raising
     StopIteration afterwards tells gunicorn the connection was consumed (as simple-websocket does)."""
 
-    def __init__(self, app, upstream: Upstream, prefix: str = "/socket.io", idle_timeout: float = 3600.0,
-                 trusted_proxies: int = 0):
+    def __init__(self, app, upstream: Upstream, prefix: str = "/socket.io", idle_timeout: float = 120.0,
+                 trusted_proxies: int = 0, max_tunnels: int = 256, max_per_address: int = 32):
         self.app, self.upstream, self.prefix, self.idle_timeout = app, upstream, prefix, idle_timeout
         self.trusted_proxies = trusted_proxies
+        # Each tunnel holds one of the gateway's threads: never so many that HTTP requests starve.
+        self.max_tunnels, self.max_per_address = max_tunnels, max_per_address
+        self.open: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def _claim(self, address: str) -> bool:
+        with self.lock:
+            if sum(self.open.values()) >= self.max_tunnels or self.open.get(address, 0) >= self.max_per_address:
+                return False
+            self.open[address] = self.open.get(address, 0) + 1
+            return True
+
+    def _release(self, address: str) -> None:
+        with self.lock:
+            self.open[address] -= 1
+            if not self.open[address]:
+                del self.open[address]
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -291,19 +325,24 @@ class WebSocketTunnel:
         client = environ.get("gunicorn.socket")
         if not wants_upgrade or client is None or not (path == self.prefix or path.startswith(self.prefix + "/")):
             return self.app(environ, start_response)
+        trusted = self._as_trusted(environ)
+        address = trusted.get("REMOTE_ADDR", "")
+        if not self._claim(address):
+            return _json_error(start_response, "503 Service Unavailable", "too_many_connections",
+                               "Too many live connections through the gateway; try again shortly.")
         try:
-            upstream = socket.create_connection((self.upstream.host, self.upstream.port),
-                                                timeout=self.upstream.timeout.connect_timeout)
-        except OSError:
-            body = (b'{"error": {"code": "service_unavailable", '
-                    b'"message": "The notify service is not reachable; try again shortly."}}')
-            start_response("503 Service Unavailable", [("Content-Type", "application/json"),
-                                                       ("Content-Length", str(len(body))), ("Retry-After", "5")])
-            return [body]
-        upstream.settimeout(None)
-        upstream.sendall(self._request_head(self._as_trusted(environ)))
-        log.info("websocket tunnel %s -> %s", path, self.upstream.name)
-        _pipe(client, upstream, self.idle_timeout)
+            try:
+                upstream = socket.create_connection((self.upstream.host, self.upstream.port),
+                                                    timeout=self.upstream.timeout.connect_timeout)
+            except OSError:
+                return _json_error(start_response, "503 Service Unavailable", "service_unavailable",
+                                   "The notify service is not reachable; try again shortly.")
+            upstream.settimeout(None)
+            upstream.sendall(self._request_head(trusted))
+            log.info("websocket tunnel %s -> %s", path, self.upstream.name)
+            _pipe(client, upstream, self.idle_timeout)
+        finally:
+            self._release(address)
         raise StopIteration()
 
     def _as_trusted(self, environ) -> dict:
@@ -322,6 +361,13 @@ class WebSocketTunnel:
                 lines.append(f"{key[5:].replace('_', '-').title()}: {value}")
         lines.append(f"X-Forwarded-For: {environ.get('REMOTE_ADDR', '')}")  # after the gateway's ProxyFix
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _json_error(start_response, status: str, code: str, message: str) -> list[bytes]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("Retry-After", "5")])
+    return [body]
 
 
 def _pipe(client: socket.socket, upstream: socket.socket, idle_timeout: float) -> None:

@@ -82,7 +82,7 @@ def serve(config: Config) -> None:
 
 
 def serve_gateway(config: Config) -> None:
-    from reelhouse_gateway import create_proxy_app
+    from reelhouse_gateway import check_service_urls
 
-    create_proxy_app(config)  # fail here, with the missing variable named, rather than in gunicorn's worker
+    check_service_urls(config)  # fail here, naming the missing variable, rather than in gunicorn's worker
     GatewayServer(config).run()

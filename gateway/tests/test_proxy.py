@@ -293,3 +293,97 @@ def test_large_bodies_stream_through_a_real_gateway_with_bounded_memory(tmp_path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def _start_gateway(tmp_path, upstreams, **env):
+    port = free_port()
+    log = tmp_path / f"gateway-{port}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "gateway"], env={
+        **os.environ, **service_env(upstreams), "REELHOUSE_DATA_DIR": str(tmp_path / "data"),
+        "REELHOUSE_PORT": str(port), "LOG_LEVEL": "WARNING", **env},
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        try:
+            if requests.get(url + "/healthz", timeout=2).status_code == 200:
+                return url, port, proc
+        except requests.RequestException:  # not up yet
+            time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_stalled_clients_are_cut_off_and_hold_no_service_thread(tmp_path, upstreams):
+    url, port, proc = _start_gateway(tmp_path, upstreams, CLIENT_BODY_TIMEOUT="2")
+    stalled = []
+    try:
+        for _ in range(12):  # small bodies announced, one byte sent: read at the gateway, never forwarded
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{")
+            stalled.append(sock)
+        started = time.monotonic()
+        assert requests.post(url + "/api/auth/login", json={"email": "a@b.c"}, timeout=10).status_code == 200
+        assert time.monotonic() - started < 2  # other clients are not held up meanwhile
+        sock = stalled[0]
+        sock.settimeout(10)
+        answer = b""
+        while chunk := sock.recv(65536):  # until the gateway closes the connection
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer
+        assert not any(s["uri"] == "/api/auth/login" and s["size"] == 1 for s in upstreams["auth"].seen)
+    finally:
+        for sock in stalled:
+            sock.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.e2e
+def test_websocket_tunnels_are_capped_so_http_keeps_its_threads(tmp_path, upstreams, make_config):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(64)
+    accepted = []
+
+    def hold():  # a notify stand-in that accepts upgrades and keeps them open
+        while True:
+            try:
+                connection, _ = holder.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            accepted.append(connection)
+
+    threading.Thread(target=hold, daemon=True).start()
+    url, port, proc = _start_gateway(tmp_path, upstreams, REELHOUSE_THREADS="16",
+                                     NOTIFY_URL=f"http://127.0.0.1:{holder.getsockname()[1]}")
+    clients = []
+    try:
+        answers = []
+        for _ in range(10):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                         b"Sec-WebSocket-Version: 13\r\n\r\n")
+            sock.settimeout(10)
+            answers.append(sock.recv(65536).decode())
+            clients.append(sock)
+        switched = [a for a in answers if a.startswith("HTTP/1.1 101")]
+        refused = [a for a in answers if a.startswith("HTTP/1.1 503")]
+        assert len(switched) == 8 and len(refused) == 2, answers  # 16 threads: at most 8 tunnels
+        for index, answer in enumerate(answers):
+            if answer.startswith("HTTP/1.1 503") and "too_many" not in answer:  # the body came separately
+                answers[index] = answer + clients[index].recv(65536).decode()
+        refused = [a for a in answers if a.startswith("HTTP/1.1 503")]
+        assert all('"too_many_connections"' in a for a in refused)
+        assert requests.get(url + "/healthz", timeout=5).status_code == 200  # HTTP still has threads
+    finally:
+        for sock in clients + accepted:
+            sock.close()
+        holder.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

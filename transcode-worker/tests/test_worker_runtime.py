@@ -349,3 +349,23 @@ def test_outcomes_renditions_and_queue_depth_are_metrics(deps, monkeypatch):
                  'reelhouse_job_duration_seconds_count{outcome="ready"} 1.0',
                  'reelhouse_rendition_seconds_count{rung="360p"} 1.0', "reelhouse_worker_busy_jobs 0.0"):
         assert line in text, line
+
+
+def test_job_dirs_of_dead_workers_are_swept_and_live_ones_kept(tmp_path):
+    import fcntl
+    import os
+
+    from transcode_worker.job import sweep_stale_job_dirs
+
+    dead, live, fresh = (tmp_path / f"reelhouse-job-{name}" for name in ("dead", "live", "fresh"))
+    for job_dir in (dead, live, fresh):
+        (job_dir / "hls").mkdir(parents=True)
+        (job_dir / "hls" / "seg_00001.m4s").write_bytes(b"x" * 1000)
+        (job_dir / ".lock").touch()
+    old = time.time() - 3600
+    for job_dir in (dead, live):
+        os.utime(job_dir, (old, old))
+    with open(live / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a running job elsewhere on this disk
+        assert sweep_stale_job_dirs(tmp_path) == 1
+    assert not dead.exists() and live.exists() and fresh.exists()

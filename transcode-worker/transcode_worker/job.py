@@ -4,13 +4,16 @@ Media work happens in `transcode_worker.media` (no broker, no metadata); this mo
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from services import keys
@@ -186,6 +189,33 @@ def _handle(deps: Dependencies, delivery: Delivery, cancel: threading.Event, sta
     return "ready"
 
 
+JOB_DIR_PREFIX = "reelhouse-job-"
+
+
+def sweep_stale_job_dirs(work_dir: str | Path | None) -> int:
+    """Remove job directories left by workers that died mid-job (their lock is free); live ones are skipped."""
+    removed = 0
+    for job_dir in Path(work_dir or tempfile.gettempdir()).glob(JOB_DIR_PREFIX + "*"):
+        lock_path = job_dir / ".lock"
+        try:
+            if time.time() - job_dir.stat().st_mtime < 60:
+                continue  # just created: its job may not hold the lock yet
+        except OSError:
+            continue
+        try:
+            with open(lock_path, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a running job's
+        except OSError:
+            continue
+        shutil.rmtree(job_dir, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed job directories of workers that died", extra={"count": removed})
+    return removed
+
+
 def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: str, report: JobReport,
                cancel: threading.Event):
     from transcode_worker.media.pipeline import transcode
@@ -194,7 +224,11 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
         deps.config.work_dir.mkdir(parents=True, exist_ok=True)  # e.g. a fresh emptyDir subfolder
     # Presigned for as long as a job may take (the source is read more than once).
     with available_locally(deps.objects, source_key, expires_in=12 * 3600) as source, \
-            tempfile.TemporaryDirectory(prefix="reelhouse-job-", dir=deps.config.work_dir) as work_dir:
+            tempfile.TemporaryDirectory(prefix=JOB_DIR_PREFIX, dir=deps.config.work_dir) as work_dir, \
+            open(Path(work_dir) / ".lock", "w") as lock:
+        # Held while the job runs; a worker that dies (SIGKILL, OOM) releases it, so the next one starting on
+        # this disk knows the directory is garbage (sweep_stale_job_dirs).
+        fcntl.flock(lock, fcntl.LOCK_EX)
         media = probe(source)
         return transcode(deps.objects, source, media, tenant_id, video_id, work_dir=work_dir,
                          on_progress=report.progress, on_rendition_ready=report.rendition_ready,

@@ -28,6 +28,9 @@ class Worker:
         return ("express",) if index == 0 else LANES
 
     def start(self) -> Worker:
+        from transcode_worker.job import sweep_stale_job_dirs
+
+        sweep_stale_job_dirs(self.deps.config.work_dir)
         for index in range(self.concurrency + 1):
             thread = threading.Thread(target=self._consume, args=(self.lanes_for(index),),
                                       name=f"transcode-{index}", daemon=True)
