@@ -229,12 +229,9 @@ class _BodyReader:
         try:
             return self.ahead.next()
         except TimeoutError:
-            # Connection: close, so gunicorn does not wait for the rest of the body on this connection
-            raise ApiError(408, "request_timeout", f"The request body stalled for {self.timeout:.0f} s.",
-                           headers={"Connection": "close"}) from None
+            raise ApiError(408, "request_timeout", f"The request body stalled for {self.timeout:.0f} s.") from None
         except Exception:  # noqa: BLE001 - the client went away or sent less than it announced
-            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.",
-                           headers={"Connection": "close"}) from None
+            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.") from None
 
     def close(self) -> None:
         self.ahead.close()
