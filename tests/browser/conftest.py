@@ -23,8 +23,11 @@ REPO = Path(__file__).resolve().parents[2]
 FRONTEND_OUT = REPO / "frontend" / "out"
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
+#: A name for 127.0.0.1 that is not "localhost": a page served over plain http from it is not a secure context
+#: (no Web Locks, no crypto.randomUUID), like the app on a LAN address.
+LAN_HOST = "reel.test"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+                 "--disable-sync", f"--host-resolver-rules=MAP {LAN_HOST} 127.0.0.1"]
 MIB = 1024 * 1024
 
 
@@ -156,8 +159,10 @@ class Member:
                 if "Content Security Policy" in message.text or "Refused to" in message.text else None)
 
 
-def new_context(browser, server, **options):
-    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 860}, **options)
+def new_context(browser, server, *, lan: bool = False, **options):
+    """A browser context on the server; `lan`: reached as http://reel.test:<port>, not a secure context."""
+    base_url = f"http://{LAN_HOST}:{server.port}" if lan else server.url
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 860}, **options)
     context.set_default_timeout(20_000)
     return context
 

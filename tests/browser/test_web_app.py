@@ -47,6 +47,14 @@ def _throttle_uploads(page, bytes_per_second: int):
     return cdp
 
 
+def _slow_network(page, latency_ms: int):
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": latency_ms, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+    return cdp
+
+
 def _unthrottle(cdp):
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
                                                   "uploadThroughput": -1})
@@ -72,6 +80,14 @@ def _assert_playing(page, beyond: float = 1.0):
     assert second["error"] is None, second
     assert second["time"] > first["time"] or second["ended"], (first, second)
     return second
+
+
+def _log_in(page, member) -> None:
+    page.goto("/login")
+    page.get_by_label("Email").fill(member.email)
+    page.get_by_label("Password").fill(member.password)
+    page.get_by_test_id("login-submit").click()
+    expect(page.get_by_test_id("user-name")).to_be_visible()
 
 
 def test_upload_with_live_progress_to_ready_then_hls_playback(alice, clip, shoot):
@@ -172,15 +188,19 @@ def test_reload_during_an_upload_resumes_it(alice, big_clip, shoot):
     video_id = item.get_attribute("data-video-id")
     assert video_id
 
-    # Pause and resume: nothing moves while paused; resuming asks the server where it stands (HEAD).
-    item.get_by_test_id("upload-pause").click()
+    # Pause and resume (with the keyboard: the button keeps the focus as it turns from Pause into Resume and
+    # back): nothing moves while paused; resuming asks the server where it stands (HEAD).
+    item.get_by_test_id("upload-pause").focus()
+    page.keyboard.press("Enter")
     expect(item).to_have_attribute("data-state", "paused")
+    expect(item.get_by_test_id("upload-resume")).to_be_focused()
     paused_at = item.get_by_test_id("upload-bytes").inner_text()
     page.wait_for_timeout(700)
     assert item.get_by_test_id("upload-bytes").inner_text() == paused_at
     with page.expect_request(lambda r: r.method == "HEAD" and "/api/uploads/" in r.url):
-        item.get_by_test_id("upload-resume").click()
+        page.keyboard.press("Enter")
     expect(item).to_have_attribute("data-state", "uploading")
+    expect(item.get_by_test_id("upload-pause")).to_be_focused()
     with page.expect_response(lambda r: r.request.method == "PATCH" and r.status == 204, timeout=30_000) as later:
         pass
     stored = int(later.value.headers["upload-offset"])
@@ -241,6 +261,101 @@ def test_plays_the_original_until_hls_is_ready_then_switches(alice, long_clip, r
     assert not alice.problems, alice.problems
 
 
+def test_player_keys_and_controls_on_a_phone(alice, shoot):
+    page = alice.page
+    page.goto(f"/watch?v={alice.video_ids[1]}")  # the 30 s clip, ready by now
+    player = page.get_by_test_id("player")
+    expect(player).to_have_attribute("data-playback", "hls")
+    page.wait_for_function("() => document.querySelector('[data-testid=player] video').duration > 20")
+
+    # ←/→ on the seek bar move 5 s (not its 0.1 s steps).
+    page.get_by_test_id("seek").focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    assert abs(_media(page)["time"] - 10) < 0.3, _media(page)
+    page.keyboard.press("ArrowLeft")
+    assert abs(_media(page)["time"] - 5) < 0.3, _media(page)
+
+    # k and ←/→ work with the focus on the player's buttons.
+    page.get_by_test_id("play-toggle").focus()
+    page.keyboard.press("ArrowRight")
+    assert abs(_media(page)["time"] - 10) < 0.3, _media(page)
+    page.keyboard.press("k")
+    page.wait_for_function("() => !document.querySelector('[data-testid=player] video').paused")
+    page.keyboard.press("k")
+    page.wait_for_function("() => document.querySelector('[data-testid=player] video').paused")
+
+    # Letters typed in the quality list are not shortcuts; on the player itself (focusable) they are.
+    page.get_by_test_id("quality").focus()
+    page.keyboard.press("m")
+    page.keyboard.press("f")
+    assert page.evaluate("() => [document.querySelector('[data-testid=player] video').muted,"
+                         " !!document.fullscreenElement]") == [False, False]
+    player.focus()
+    expect(player).to_be_focused()
+    page.keyboard.press("m")
+    assert page.evaluate("() => document.querySelector('[data-testid=player] video').muted") is True
+    page.keyboard.press("m")
+
+    # On a 375 px phone the controls (play, time, mute, quality, full screen) fit one row.
+    page.set_viewport_size({"width": 375, "height": 812})
+    rows = page.evaluate("""() => [...document.querySelectorAll('.controls__row > *')]
+        .map((e) => e.getBoundingClientRect()).filter((r) => r.height > 0 && r.width > 1)
+        .map((r) => [Math.round(r.top), Math.round(r.bottom)])""")
+    assert max(top for top, _ in rows) < min(bottom for _, bottom in rows), rows
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    shoot(page, "watch-phone")
+    page.set_viewport_size({"width": 1280, "height": 860})
+    assert not alice.problems, alice.problems
+
+
+def test_new_and_cancelled_uploads_show_up_live_everywhere(alice, big_clip, rest):
+    # Another tab on the library sees the upload appear (video.status uploading) and go (video.deleted).
+    library = alice.context.new_page()
+    alice.watch(library)
+    library.goto("/")
+    expect(library.get_by_test_id("video-card").first).to_be_visible()
+    library.evaluate(RECORD_CARDS)
+
+    page = alice.page
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    page.goto("/upload")
+    cdp = _throttle_uploads(page, 1 * MIB)  # the first 8 MiB chunk takes ~8 s: cancelled in the middle of it
+    page.get_by_test_id("file-input").set_input_files(str(big_clip))
+    item = page.get_by_test_id("upload-item")
+    expect(item).not_to_have_attribute("data-video-id", "")
+    video_id = item.get_attribute("data-video-id")
+    card = library.locator(f'[data-testid=video-card][data-video-id="{video_id}"]')
+    expect(card).to_have_attribute("data-status", "uploading")
+
+    # And a third one watching it is told when it goes.
+    watcher = alice.context.new_page()
+    alice.watch(watcher)
+    watcher.goto(f"/watch?v={video_id}")
+    expect(watcher.get_by_test_id("player-placeholder")).to_be_visible()
+
+    # Cancel with the keyboard, in the middle of a PATCH: the focus moves on to the row's remaining button,
+    # and the DELETE waits for the aborted PATCH to let go of the upload (no 409 upload_busy).
+    page.wait_for_timeout(1000)
+    item.get_by_test_id("upload-cancel").focus()
+    with page.expect_response(lambda r: r.request.method == "DELETE" and "/api/uploads/" in r.url) as deleted:
+        page.keyboard.press("Enter")
+    expect(item).to_have_attribute("data-state", "cancelled")
+    expect(item.get_by_role("button", name=re.compile("Remove from list"))).to_be_focused()
+    assert deleted.value.status == 204, deleted.value.status
+    _unthrottle(cdp)
+
+    expect(card).to_have_count(0)
+    assert library.evaluate("window.__noReload") == "still the same page"
+    expect(watcher.get_by_test_id("watch-error")).to_contain_text("This video was deleted")
+    assert rest.video(rest.login(alice.email), video_id).status_code == 404
+    assert not [text for text in console if "409" in text], console
+    watcher.close()
+    library.close()
+    assert not alice.problems, alice.problems
+
+
 def test_another_organisation_sees_none_of_it(alice, register, shoot):
     assert alice.video_ids, "the earlier tests uploaded videos"
     bob = register("Bob")
@@ -267,7 +382,21 @@ def test_an_unlisted_video_plays_from_its_share_link_logged_out(alice, open_cont
     page = alice.page
     page.goto(f"/watch?v={alice.video_ids[0]}")
     expect(page.get_by_test_id("share-link")).to_have_count(0)
-    page.get_by_test_id("visibility").select_option("unlisted")
+    # Arrow keys move through the choices without applying any of them; Save does.
+    patches: list[str] = []
+    page.on("request", lambda r: patches.append(r.url) if r.method == "PATCH" else None)
+    visibility = page.get_by_test_id("visibility")
+    expect(visibility).to_have_value("tenant")
+    visibility.focus()
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    expect(visibility).to_have_value("unlisted")
+    page.wait_for_timeout(500)
+    assert patches == [], patches
+    expect(page.get_by_test_id("share-link")).to_have_count(0)
+    page.get_by_test_id("visibility-save").click()
+    expect(visibility).to_be_focused()  # the Save button went away with the change saved
     link = page.get_by_test_id("share-link")
     expect(link).to_have_value(re.compile(r"/watch\?v=.+&share=.+"))
     shared = link.input_value()
@@ -285,8 +414,10 @@ def test_an_unlisted_video_plays_from_its_share_link_logged_out(alice, open_cont
     expect(link).not_to_have_value(shared)
     stranger.goto(shared)
     expect(stranger.get_by_test_id("watch-error")).to_contain_text("This link no longer works")
-    page.get_by_test_id("visibility").select_option("tenant")
+    visibility.select_option("tenant")
+    page.get_by_test_id("visibility-save").click()
     expect(page.get_by_test_id("share-link")).to_have_count(0)
+    assert len(patches) == 2, patches
 
 
 def test_admin_invites_a_viewer_and_manages_webhooks(alice, server, open_context, shoot):
@@ -309,6 +440,14 @@ def test_admin_invites_a_viewer_and_manages_webhooks(alice, server, open_context
     expect(secret).not_to_have_value("")
     expect(page.get_by_test_id("webhook-row")).to_have_count(1)
     shoot(page, "admin")
+
+    # On a phone the users' rows are stacked: nothing sticks out on the right, Remove included.
+    page.set_viewport_size({"width": 375, "height": 812})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 375
+    remove = row.get_by_test_id("user-remove").bounding_box()
+    assert remove and remove["x"] >= 0 and remove["x"] + remove["width"] <= 375, remove
+    shoot(page, "admin-phone")
+    page.set_viewport_size({"width": 1280, "height": 860})
 
     # The viewer: the library, no upload, no admin, no editing.
     context = open_context()
@@ -333,13 +472,83 @@ def test_admin_invites_a_viewer_and_manages_webhooks(alice, server, open_context
     viewer.goto("/")
     expect(viewer).to_have_url(re.compile(r"/login"))
 
-    # Promote, then remove; remove the webhook.
-    row.get_by_test_id("user-role").select_option("editor")
+    # Arrow keys move through the roles without saving any (↑↑ from viewer is admin); granting admin asks
+    # first, and cancelling keeps the role. Then promote to editor with the keyboard, and remove.
+    role_patches: list[str] = []
+    page.on("request", lambda r: role_patches.append(r.url) if r.method == "PATCH" and "/users/" in r.url else None)
+    role = row.get_by_test_id("user-role")
+    role.focus()
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowUp")
+    expect(role).to_have_value("admin")
+    page.wait_for_timeout(500)
+    assert role_patches == [], role_patches
+    row.get_by_test_id("user-role-save").click()
+    expect(row.get_by_test_id("user-role-confirm")).to_be_focused()
+    expect(row).to_contain_text(f"Make {viewer_email} an admin?")
+    row.get_by_role("button", name="Cancel").click()
+    expect(role).to_have_value("viewer")
+    expect(role).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Tab")
+    expect(row.get_by_test_id("user-role-save")).to_be_focused()
+    page.keyboard.press("Enter")
     expect(page.get_by_test_id("users")).to_contain_text(f"{viewer_email} is now an editor")
+    expect(role).to_have_value("editor")
+    assert len(role_patches) == 1, role_patches
     row.get_by_test_id("user-remove").click()
     row.get_by_test_id("user-remove-confirm").click()
     expect(page.get_by_test_id("user-row")).to_have_count(1)
     page.get_by_test_id("webhook-remove").click()
     page.get_by_role("button", name="Remove webhook").click()
     expect(page.get_by_test_id("webhook-row")).to_have_count(0)
+    assert not alice.problems, alice.problems
+
+
+def test_tabs_on_a_plain_http_origin_stay_signed_in(alice, open_context):
+    """Without a secure context there are no Web Locks: tabs take turns refreshing through a lease in
+    localStorage, and a tab that raced another anyway retries once after the server's 409 refresh_superseded."""
+    context = open_context(lan=True)
+    refreshes: list[int] = []
+    context.on("response", lambda r: refreshes.append(r.status) if r.url.endswith("/api/auth/refresh") else None)
+    first = context.new_page()
+    alice.watch(first)
+    _log_in(first, alice)
+    assert first.evaluate("() => [window.isSecureContext, 'locks' in navigator]") == [False, False]
+
+    tabs = [first, context.new_page(), context.new_page()]
+    for tab in tabs:
+        alice.watch(tab)
+        _slow_network(tab, latency_ms=400)  # a refresh takes long enough for the other tabs' to start meanwhile
+    for tab in tabs[1:]:
+        tab.goto("/", wait_until="commit")  # both load at once
+    for _ in range(3):
+        for tab in tabs:
+            expect(tab.get_by_test_id("user-name")).to_be_visible()
+            expect(tab).not_to_have_url(re.compile("/login"))
+        for tab in tabs:
+            tab.reload(wait_until="commit")  # all three refresh at once
+    for tab in tabs:
+        expect(tab.get_by_test_id("user-name")).to_be_visible()
+    # The session is still good (had two refreshes raced with one token, the family would be revoked).
+    last = context.new_page()
+    last.goto("/upload")
+    expect(last.get_by_test_id("dropzone")).to_be_visible()
+    assert 401 not in refreshes and len(refreshes) >= 10, refreshes
+    print(f"refresh answers: {refreshes}")
+    assert not alice.problems, alice.problems
+
+
+def test_a_refused_refresh_ends_the_session(alice, open_context):
+    context = open_context()
+    page = context.new_page()
+    page.clock.install()
+    alice.watch(page)
+    _log_in(page, alice)
+    page.goto("/upload")
+    expect(page.get_by_test_id("dropzone")).to_be_visible()
+    context.clear_cookies()  # no refresh cookie: the next refresh is refused
+    page.clock.fast_forward("15:00")  # past the timer that refreshes the 15-minute access token
+    expect(page).to_have_url(re.compile(r"/login\?next=%2Fupload&expired=1$"))
+    expect(page.get_by_text("Your session ended")).to_be_visible()
     assert not alice.problems, alice.problems

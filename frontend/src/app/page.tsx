@@ -61,6 +61,7 @@ function Library() {
   const [error, setError] = useState<string | null>(null);
   const [search, setSearch] = useState(q);
   const [announcement, setAnnouncement] = useState("");
+  const headingRef = useRef<HTMLHeadingElement>(null);
   const refetchTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
   const checkedUnknown = useRef(new Set<string>());
   const queryKey = `${q}\u0000${status}\u0000${page}`;
@@ -132,9 +133,23 @@ function Library() {
   }, []);
 
   useVideoEvents((event) => {
+    if (event.type === "video.deleted") {
+      checkedUnknown.current.add(event.video_id); // nothing to fetch about it any more
+      const gone = data?.items.find((v) => v.id === event.video_id);
+      if (!gone) return;
+      setData((prev) =>
+        prev
+          ? { ...prev, total: Math.max(0, prev.total - 1), items: prev.items.filter((v) => v.id !== event.video_id) }
+          : prev,
+      );
+      setAnnouncement(`${gone.title} was deleted.`);
+      if (data && data.total > data.items.length) scheduleRefetch(); // the next page's first video moves up
+      return;
+    }
     const present = data?.items.some((v) => v.id === event.video_id);
     if (!present) {
       // A video this page does not show yet (a brand-new upload, or one that now matches the filter).
+      // The list is fetched again once per such video (`video.status` "uploading" announces a new upload).
       if (!checkedUnknown.current.has(event.video_id)) {
         checkedUnknown.current.add(event.video_id);
         scheduleRefetch();
@@ -189,7 +204,9 @@ function Library() {
   return (
     <div className="page">
       <div className="page-head">
-        <h1>Library</h1>
+        <h1 ref={headingRef} tabIndex={-1}>
+          Library
+        </h1>
         {canUpload && (
           <Link className="btn btn--primary" href="/upload" data-testid="upload-link">
             Upload videos
@@ -293,7 +310,10 @@ function Library() {
             type="button"
             className="btn btn--small"
             disabled={page <= 1}
-            onClick={() => setParams({ page: page - 1 > 1 ? String(page - 1) : null })}
+            onClick={() => {
+              if (page - 1 <= 1) headingRef.current?.focus(); // this button is about to be disabled
+              setParams({ page: page - 1 > 1 ? String(page - 1) : null });
+            }}
           >
             Previous
           </button>
@@ -304,7 +324,10 @@ function Library() {
             type="button"
             className="btn btn--small"
             disabled={page >= pages}
-            onClick={() => setParams({ page: String(page + 1) })}
+            onClick={() => {
+              if (page + 1 >= pages) headingRef.current?.focus(); // this button is about to be disabled
+              setParams({ page: String(page + 1) });
+            }}
           >
             Next
           </button>

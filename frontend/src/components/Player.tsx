@@ -79,6 +79,7 @@ const MEDIA_ERRORS: Record<number, string> = {
 export function Player({ video, title }: { video: Video; title: string }) {
   const containerRef = useRef<HTMLDivElement>(null);
   const videoRef = useRef<HTMLVideoElement>(null);
+  const seekRef = useRef<HTMLInputElement>(null);
   const hlsRef = useRef<Hls | null>(null);
   const tokenRef = useRef<string | null>(null);
   const seekingRef = useRef(false);
@@ -362,25 +363,26 @@ export function Player({ video, title }: { video: Video; title: string }) {
     else void container.requestFullscreen?.().catch(() => undefined);
   }, []);
 
+  // Keys anywhere in the player (the player itself, the video, its buttons and sliders): space/k play and pause,
+  // ←/→ seek 5 s (on the seek bar too, instead of its 0.1 s steps), f full screen, m mute. Keys a control needs
+  // for itself stay with it: letters and arrows in the quality list, arrows on the volume slider, space on buttons.
   const onKeyDown = (event: KeyboardEvent<HTMLDivElement>) => {
-    const target = event.target as HTMLElement;
-    const inControl = ["INPUT", "SELECT", "BUTTON", "TEXTAREA"].includes(target.tagName);
     const element = videoRef.current;
     if (!element || event.altKey || event.ctrlKey || event.metaKey) return;
-    if ((event.key === " " || event.key === "k") && !inControl) {
-      event.preventDefault();
-      togglePlay();
-    } else if (event.key === "ArrowLeft" && !inControl) {
-      event.preventDefault();
-      seekTo(element.currentTime - 5);
-    } else if (event.key === "ArrowRight" && !inControl) {
-      event.preventDefault();
-      seekTo(element.currentTime + 5);
-    } else if (event.key === "f" && target.tagName !== "INPUT") {
-      toggleFullscreen();
-    } else if (event.key === "m" && target.tagName !== "INPUT") {
-      element.muted = !element.muted;
-    }
+    const target = event.target as HTMLElement;
+    const slider = target instanceof HTMLInputElement && target.type === "range";
+    const field = target.tagName === "SELECT" || target.tagName === "TEXTAREA" || (target.tagName === "INPUT" && !slider);
+    if (field) return;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (key === " " && target.tagName === "BUTTON") return;
+    if ((key === "ArrowLeft" || key === "ArrowRight") && slider && target !== seekRef.current) return;
+    if (key === " " || key === "k") togglePlay();
+    else if (key === "ArrowLeft") seekTo(element.currentTime - 5);
+    else if (key === "ArrowRight") seekTo(element.currentTime + 5);
+    else if (key === "f") toggleFullscreen();
+    else if (key === "m") element.muted = !element.muted;
+    else return;
+    event.preventDefault();
   };
 
   const onSeekHover = (event: PointerEvent<HTMLDivElement>) => {
@@ -412,6 +414,7 @@ export function Player({ video, title }: { video: Video; title: string }) {
       onKeyDown={onKeyDown}
       role="region"
       aria-label={`Video player: ${title}`}
+      tabIndex={0}
     >
       {source.kind === "none" && (
         <div className="player__placeholder" data-testid="player-placeholder">
@@ -469,6 +472,7 @@ export function Player({ video, title }: { video: Video; title: string }) {
               </div>
             )}
             <input
+              ref={seekRef}
               type="range"
               min={0}
               max={seekMax || 0}

@@ -4,11 +4,11 @@
  * One Socket.IO connection per signed-in tab (websocket transport, same origin, path /socket.io). The server
  * puts it in its tenant's room, so every video event of the organisation arrives without subscribing. Events
  * are de-duplicated per video by `seq`; a fresh access token is handed to the open socket with `auth`, and a
- * socket the server closed (expired token) reconnects with a fresh one.
+ * socket the server closed (expired token) reconnects with a fresh one, until the session is refused.
  */
 import { createContext, useCallback, useContext, useEffect, useRef, useState, useSyncExternalStore, type ReactNode } from "react";
 import { io, type Socket } from "socket.io-client";
-import { getAccessToken, refreshSession } from "./session";
+import { getAccessToken, refreshSession, refreshWasTransient } from "./session";
 import { useSession } from "./auth";
 import type { VideoEvent } from "./types";
 
@@ -18,6 +18,7 @@ const EVENT_NAMES: VideoEvent["type"][] = [
   "video.rendition_ready",
   "video.ready",
   "video.failed",
+  "video.deleted",
 ];
 
 type Handler = (event: VideoEvent) => void;
@@ -101,7 +102,10 @@ export function RealtimeProvider({ children }: { children: ReactNode }) {
       retry = setTimeout(async () => {
         retry = null;
         if (closed) return;
-        await refreshSession();
+        const refreshed = await refreshSession();
+        // A refused refresh ended the session (this provider closes the socket); only a failure to get an
+        // answer (offline, server trouble) is worth another try later.
+        if (!refreshed && !refreshWasTransient()) return;
         if (!closed && getAccessToken()) socket.connect();
       }, delay);
     };

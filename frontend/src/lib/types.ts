@@ -89,12 +89,14 @@ export interface Delivery {
   updated_at?: string;
 }
 
-/** A Socket.IO event about one video (DESIGN §3); `seq` increases per video. */
+/** A Socket.IO event about one video (DESIGN §3); `seq` increases per video. `video.deleted` is the last one: the
+ * video was deleted, or its upload cancelled or terminated. */
 export interface VideoEvent {
-  type: "video.status" | "video.progress" | "video.rendition_ready" | "video.ready" | "video.failed";
+  type: "video.status" | "video.progress" | "video.rendition_ready" | "video.ready" | "video.failed" | "video.deleted";
   video_id: string;
   seq: number;
   ts: number;
+  tenant_id?: string;
   status?: VideoStatus;
   stage?: string;
   percent?: number;

@@ -7,7 +7,7 @@
  */
 import { createContext, useContext, useEffect, useState, useSyncExternalStore, type ReactNode } from "react";
 import * as tus from "tus-js-client";
-import { getAccessToken, getSessionState, refreshSession } from "./session";
+import { getAccessToken, getSessionState, refreshSession, sessionExpired } from "./session";
 import { formatBytes, titleFromFilename } from "./format";
 import { useSession } from "./auth";
 import { useVideoEvents } from "./realtime";
@@ -15,6 +15,8 @@ import type { VideoStatus } from "./types";
 
 export const CHUNK_SIZE = 8 * 1024 * 1024; // >= 5 MiB: S3 multipart parts behind the upload service
 const MAX_PARALLEL = 3;
+/** How long to give the server to let go of an upload whose PATCH was cut off (it takes about 0.1 s). */
+const ABORT_SETTLE_MS = 400;
 const ENDPOINT_PATH = "/api/uploads";
 const FINGERPRINT_PREFIX = "reelhouse";
 const VIDEO_EXTENSIONS = /\.(mp4|m4v|mov|qt|mkv|webm|avi|wmv|flv|mpe?g|ts|mts|m2ts|3gp|3g2|ogv|mxf|vob|dv|hevc|h264|y4m)$/i;
@@ -52,7 +54,11 @@ interface Entry {
   file: File;
   upload: tus.Upload | null;
   samples: { t: number; bytes: number }[];
+  /** A PATCH went out and its answer has not come back (it may have been aborted). */
+  sending: boolean;
 }
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function fingerprintFor(userId: string) {
   return async (file: File, options: tus.UploadOptions) =>
@@ -160,7 +166,7 @@ class UploadStore {
         item.state = "error";
         item.error = rejection;
       }
-      this.entries.unshift({ item, file, upload: null, samples: [] });
+      this.entries.unshift({ item, file, upload: null, samples: [], sending: false });
     }
     this.emit(true);
     this.pump();
@@ -204,6 +210,7 @@ class UploadStore {
     }
     const endpoint = new URL(ENDPOINT_PATH, window.location.origin).href;
     let resumed = false;
+    let refreshFirst = false; // the server refused the token: refresh before the retry
     const upload = new tus.Upload(entry.file, {
       endpoint,
       chunkSize: CHUNK_SIZE,
@@ -218,13 +225,16 @@ class UploadStore {
       },
       onBeforeRequest: async (req) => {
         const current = getSessionState();
-        if (current.status === "authenticated" && current.session.expiresAt - Date.now() < 30_000) {
-          await refreshSession();
+        if (refreshFirst || (current.status === "authenticated" && current.session.expiresAt - Date.now() < 30_000)) {
+          refreshFirst = false;
+          await refreshSession(); // a refusal ends the session (and with it this tab's uploads)
         }
         const token = getAccessToken();
         if (token) req.setHeader("Authorization", `Bearer ${token}`);
+        if (req.getMethod() === "PATCH") entry.sending = true;
       },
       onAfterResponse: (req, res) => {
+        if (req.getMethod() === "PATCH") entry.sending = false;
         if (resumed && req.getMethod() === "HEAD" && res.getStatus() === 200) {
           const offset = Number(res.getHeader("Upload-Offset"));
           if (Number.isFinite(offset)) {
@@ -237,7 +247,7 @@ class UploadStore {
       onShouldRetry: (error, attempt) => {
         const status = error.originalResponse?.getStatus() ?? 0;
         if (status === 401) {
-          void refreshSession();
+          refreshFirst = true;
           return attempt < 2;
         }
         return (status < 400 || status >= 500 || status === 409 || status === 423) && navigator.onLine !== false;
@@ -259,6 +269,8 @@ class UploadStore {
       },
       onError: (error) => {
         this.fail(entry, tusErrorMessage(error));
+        // A 401 that a refreshed token did not cure: the session is over (the login page says so).
+        if ((error as tus.DetailedError).originalResponse?.getStatus() === 401) sessionExpired();
         this.pump();
       },
     });
@@ -334,9 +346,14 @@ class UploadStore {
     entry.item.speed = 0;
     entry.item.eta = null;
     this.emit(true);
-    if (!wasDone && entry.upload) {
+    const upload = entry.upload;
+    if (!wasDone && upload) {
       try {
-        await entry.upload.abort(true); // DELETE: the server drops the bytes and the video
+        // Stop sending first. The server holds an upload while it receives a PATCH and refuses to delete it
+        // (409 upload_busy) until it has noticed that the connection went away.
+        await upload.abort(false);
+        if (entry.sending) await sleep(ABORT_SETTLE_MS);
+        await upload.abort(true); // DELETE: the server drops the bytes and the video
       } catch {
         // already gone, or the server cannot be reached: it sweeps abandoned uploads itself
       }

@@ -1,6 +1,6 @@
 "use client";
 
-import { Fragment, useCallback, useEffect, useState, type FormEvent } from "react";
+import { Fragment, useCallback, useEffect, useRef, useState, type FormEvent } from "react";
 import { CopyField } from "@/components/CopyButton";
 import { Loading, RequireAuth } from "@/components/RequireAuth";
 import { api } from "@/lib/api";
@@ -24,6 +24,116 @@ const ROLE_HINTS: Record<Role, string> = {
 
 function message(err: unknown, fallback: string): string {
   return err instanceof Error ? err.message : fallback;
+}
+
+/** A user's role. Choosing one in the list (arrow keys move through it) only marks it; Save sends it, and
+ * granting admin asks once more first. */
+function RoleControl({ user, locked, save }: { user: User; locked: boolean; save: (role: Role) => Promise<boolean> }) {
+  const [draft, setDraft] = useState<Role>(user.role);
+  const [confirming, setConfirming] = useState(false);
+  const [busy, setBusy] = useState(false);
+  const selectRef = useRef<HTMLSelectElement>(null);
+  const confirmRef = useRef<HTMLButtonElement>(null);
+  const refocus = useRef(false);
+  const changed = draft !== user.role;
+
+  // The saved role changed (saved here, or the list was reloaded): show it.
+  const [savedRole, setSavedRole] = useState(user.role);
+  if (user.role !== savedRole) {
+    setSavedRole(user.role);
+    setDraft(user.role);
+    setConfirming(false);
+  }
+
+  useEffect(() => {
+    if (confirming) confirmRef.current?.focus();
+  }, [confirming]);
+
+  // The buttons go away once saved: the focus goes back to the list (enabled again by then).
+  useEffect(() => {
+    if (busy || !refocus.current) return;
+    refocus.current = false;
+    selectRef.current?.focus();
+  }, [busy]);
+
+  async function commit() {
+    setBusy(true);
+    if (!(await save(draft))) setDraft(user.role);
+    refocus.current = true;
+    setBusy(false);
+    setConfirming(false);
+  }
+
+  function undo() {
+    setDraft(user.role);
+    setConfirming(false);
+    selectRef.current?.focus();
+  }
+
+  return (
+    <div className="role-control">
+      <label className="visually-hidden" htmlFor={`role-${user.id}`}>
+        Role of {user.email}
+      </label>
+      <select
+        ref={selectRef}
+        id={`role-${user.id}`}
+        value={draft}
+        disabled={locked || busy}
+        title={locked ? "Another admin can change your role" : undefined}
+        onChange={(e) => {
+          setDraft(e.target.value as Role);
+          setConfirming(false);
+        }}
+        data-testid="user-role"
+      >
+        {ROLES.map((role) => (
+          <option key={role} value={role}>
+            {role}
+          </option>
+        ))}
+      </select>
+      {changed && !confirming && (
+        <span className="btn-row">
+          <button
+            type="button"
+            className="btn btn--small btn--primary"
+            disabled={busy}
+            onClick={() => (draft === "admin" ? setConfirming(true) : void commit())}
+            data-testid="user-role-save"
+          >
+            {busy ? "Saving…" : "Save"}
+            <span className="visually-hidden"> the role of {user.email}</span>
+          </button>
+          <button type="button" className="btn btn--small btn--ghost" disabled={busy} onClick={undo}>
+            Cancel<span className="visually-hidden"> the role change of {user.email}</span>
+          </button>
+        </span>
+      )}
+      {confirming && (
+        <div className="confirm" role="group" aria-labelledby={`role-confirm-${user.id}`}>
+          <p id={`role-confirm-${user.id}`} className="small">
+            Make {user.email} an admin? Admins manage users, their roles and webhooks.
+          </p>
+          <div className="btn-row">
+            <button
+              ref={confirmRef}
+              type="button"
+              className="btn btn--small btn--danger-solid"
+              disabled={busy}
+              onClick={() => void commit()}
+              data-testid="user-role-confirm"
+            >
+              {busy ? "Saving…" : "Make admin"}
+            </button>
+            <button type="button" className="btn btn--small" disabled={busy} onClick={undo}>
+              Cancel
+            </button>
+          </div>
+        </div>
+      )}
+    </div>
+  );
 }
 
 async function fetchUsers(): Promise<User[]> {
@@ -86,16 +196,18 @@ function Users() {
     }
   }
 
-  async function changeRole(user: User, role: Role) {
+  async function changeRole(user: User, role: Role): Promise<boolean> {
     setError(null);
     setNotice(null);
     try {
       const updated = await api<User>(`/api/auth/users/${encodeURIComponent(user.id)}`, { method: "PATCH", body: { role } });
       setUsers((list) => list?.map((u) => (u.id === user.id ? updated : u)) ?? null);
       setNotice(`${user.email} is now ${role === "viewer" ? "a" : "an"} ${role}.`);
+      return true;
     } catch (err) {
       setError(message(err, "Could not change the role."));
       load();
+      return false;
     }
   }
 
@@ -127,7 +239,7 @@ function Users() {
         <Loading label="Loading users…" />
       ) : (
         <div className="table-wrap">
-          <table className="table">
+          <table className="table table--stack">
             <thead>
               <tr>
                 <th scope="col">User</th>
@@ -145,23 +257,7 @@ function Users() {
                     <div className="muted small">{user.email}</div>
                   </td>
                   <td>
-                    <label className="visually-hidden" htmlFor={`role-${user.id}`}>
-                      Role of {user.email}
-                    </label>
-                    <select
-                      id={`role-${user.id}`}
-                      value={user.role}
-                      disabled={user.id === me?.id}
-                      title={user.id === me?.id ? "Another admin can change your role" : undefined}
-                      onChange={(e) => void changeRole(user, e.target.value as Role)}
-                      data-testid="user-role"
-                    >
-                      {ROLES.map((role) => (
-                        <option key={role} value={role}>
-                          {role}
-                        </option>
-                      ))}
-                    </select>
+                    <RoleControl user={user} locked={user.id === me?.id} save={(role) => changeRole(user, role)} />
                   </td>
                   <td>
                     {user.id === me?.id ? (
@@ -385,7 +481,7 @@ function Webhooks() {
         <p className="muted">No webhooks yet.</p>
       ) : (
         <div className="table-wrap">
-          <table className="table">
+          <table className="table table--stack">
             <thead>
               <tr>
                 <th scope="col">URL</th>
@@ -400,12 +496,16 @@ function Webhooks() {
               {hooks.map((hook) => (
                 <Fragment key={hook.id}>
                   <tr data-testid="webhook-row">
-                    <td className="mono" style={{ wordBreak: "break-all" }}>
+                    <td className="mono">
                       {hook.url}
                       {!hook.active && <span className="badge" style={{ marginLeft: "0.4rem" }}>inactive</span>}
                     </td>
-                    <td className="small">{hook.events.join(", ")}</td>
-                    <td className="small">{formatDate(hook.created_at)}</td>
+                    <td className="small" data-label="Events">
+                      {hook.events.join(", ")}
+                    </td>
+                    <td className="small" data-label="Added">
+                      {formatDate(hook.created_at)}
+                    </td>
                     <td>
                       <span className="btn-row">
                         <button

@@ -30,9 +30,35 @@ function UploadRow({ item }: { item: UploadItem }) {
   const store = useUploadStore();
   const percent = item.size > 0 ? (item.sent / item.size) * 100 : 0;
   const active = item.state === "uploading" || item.state === "queued";
+  const resumable = item.state === "paused" || (item.state === "error" && !!item.videoId);
   const serverFailed = item.serverStatus === "failed";
+  const rowRef = useRef<HTMLLIElement>(null);
+  const lastFocused = useRef<HTMLElement | null>(null);
+
+  // The buttons follow the upload's state (Cancel gives way to "Remove from list", Pause goes when the upload
+  // ends): when the focused one went away, focus moves to the row's first button instead of the page's start.
+  useEffect(() => {
+    const gone = lastFocused.current;
+    const focused = document.activeElement;
+    if (!gone || gone.isConnected || (focused && focused !== document.body)) return;
+    rowRef.current?.querySelector<HTMLElement>(".upload-item__actions :is(button, a):not(:disabled)")?.focus();
+  }, [item.state]);
+
   return (
-    <li className="upload-item" data-testid="upload-item" data-state={item.state} data-video-id={item.videoId ?? ""}>
+    <li
+      ref={rowRef}
+      className="upload-item"
+      data-testid="upload-item"
+      data-state={item.state}
+      data-video-id={item.videoId ?? ""}
+      onFocus={(e) => {
+        lastFocused.current = e.target;
+      }}
+      onBlur={(e) => {
+        // Focus moved on to something else (not lost with a removed button): stop following it.
+        if (e.relatedTarget && !e.currentTarget.contains(e.relatedTarget)) lastFocused.current = null;
+      }}
+    >
       <div className="upload-item__head">
         <span className="upload-item__name">{item.name}</span>
         <span className="btn-row">
@@ -81,17 +107,19 @@ function UploadRow({ item }: { item: UploadItem }) {
         </p>
       )}
       <div className="upload-item__actions btn-row">
-        {item.state === "uploading" && (
-          <button type="button" className="btn btn--small" onClick={() => store.pause(item.key)} data-testid="upload-pause">
-            Pause<span className="visually-hidden"> {item.name}</span>
+        {(item.state === "uploading" || resumable) && (
+          // One button for both, so that it keeps the focus when it turns from Pause into Resume and back.
+          <button
+            type="button"
+            className="btn btn--small"
+            onClick={() => (resumable ? store.resume(item.key) : store.pause(item.key))}
+            data-testid={resumable ? "upload-resume" : "upload-pause"}
+          >
+            {resumable ? "Resume" : "Pause"}
+            <span className="visually-hidden"> {item.name}</span>
           </button>
         )}
-        {(item.state === "paused" || (item.state === "error" && item.videoId)) && (
-          <button type="button" className="btn btn--small" onClick={() => store.resume(item.key)} data-testid="upload-resume">
-            Resume<span className="visually-hidden"> {item.name}</span>
-          </button>
-        )}
-        {(active || item.state === "paused" || (item.state === "error" && item.videoId)) && (
+        {(active || resumable) && (
           <button
             type="button"
             className="btn btn--small btn--danger"
@@ -233,6 +261,7 @@ function Uploader() {
           ref={inputRef}
           id="file-input"
           tabIndex={-1}
+          aria-hidden="true"
           type="file"
           accept="video/*,.mkv,.mov,.mp4,.m4v,.webm,.avi,.ts,.mts"
           multiple

@@ -94,25 +94,46 @@ function EditDetails({ video, onSaved }: { video: Video; onSaved: (video: Video)
   );
 }
 
+/** Who can watch. Choosing in the list (arrow keys move through it) only marks the choice; Save applies it. */
 function Sharing({ video, onSaved }: { video: Video; onSaved: (video: Video) => void }) {
+  const [draft, setDraft] = useState<Visibility>(video.visibility);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [note, setNote] = useState<string | null>(null);
+  const selectRef = useRef<HTMLSelectElement>(null);
+  const refocus = useRef(false);
   const shareUrl = video.share_url ? new URL(video.share_url, window.location.origin).href : null;
+  const changed = draft !== video.visibility;
 
-  async function change(visibility: Visibility) {
+  // The saved visibility changed (saved here, or a refetch): show it.
+  const [saved, setSaved] = useState(video.visibility);
+  if (video.visibility !== saved) {
+    setSaved(video.visibility);
+    setDraft(video.visibility);
+  }
+
+  async function save(event: FormEvent) {
+    event.preventDefault();
     setBusy(true);
     setError(null);
     setNote(null);
     try {
-      onSaved(await api<Video>(`/api/videos/${encodeURIComponent(video.id)}`, { method: "PATCH", body: { visibility } }));
+      onSaved(await api<Video>(`/api/videos/${encodeURIComponent(video.id)}`, { method: "PATCH", body: { visibility: draft } }));
       setNote("Visibility saved.");
     } catch (err) {
       setError(err instanceof Error ? err.message : "Saving failed.");
     } finally {
+      refocus.current = true;
       setBusy(false);
     }
   }
+
+  // The Save button goes away once saved: the focus goes back to the list (enabled again by then).
+  useEffect(() => {
+    if (busy || !refocus.current) return;
+    refocus.current = false;
+    selectRef.current?.focus();
+  }, [busy]);
 
   async function rotate() {
     setBusy(true);
@@ -130,26 +151,48 @@ function Sharing({ video, onSaved }: { video: Video; onSaved: (video: Video) => 
   return (
     <section className="card" aria-labelledby="sharing-title">
       <h2 id="sharing-title">Visibility</h2>
-      <div className="field">
-        <label htmlFor="visibility">Who can watch</label>
-        <select
-          id="visibility"
-          value={video.visibility}
-          disabled={busy}
-          onChange={(e) => void change(e.target.value as Visibility)}
-          data-testid="visibility"
-          aria-describedby="visibility-hint"
-        >
-          {VISIBILITIES.map((v) => (
-            <option key={v} value={v}>
-              {VISIBILITY_LABELS[v]}
-            </option>
-          ))}
-        </select>
-        <span className="hint" id="visibility-hint">
-          {VISIBILITY_HINTS[video.visibility]}
-        </span>
-      </div>
+      <form onSubmit={save} data-testid="visibility-form">
+        <div className="field">
+          <label htmlFor="visibility">Who can watch</label>
+          <select
+            ref={selectRef}
+            id="visibility"
+            value={draft}
+            disabled={busy}
+            onChange={(e) => setDraft(e.target.value as Visibility)}
+            data-testid="visibility"
+            aria-describedby="visibility-hint"
+          >
+            {VISIBILITIES.map((v) => (
+              <option key={v} value={v}>
+                {VISIBILITY_LABELS[v]}
+              </option>
+            ))}
+          </select>
+          <span className="hint" id="visibility-hint">
+            {VISIBILITY_HINTS[draft]}
+            {changed && " Not saved yet."}
+          </span>
+        </div>
+        {changed && (
+          <div className="btn-row" style={{ marginBottom: "0.9rem" }}>
+            <button type="submit" className="btn btn--small btn--primary" disabled={busy} data-testid="visibility-save">
+              {busy ? "Saving…" : "Save visibility"}
+            </button>
+            <button
+              type="button"
+              className="btn btn--small btn--ghost"
+              disabled={busy}
+              onClick={() => {
+                setDraft(video.visibility);
+                selectRef.current?.focus();
+              }}
+            >
+              Cancel
+            </button>
+          </div>
+        )}
+      </form>
       {video.visibility === "unlisted" && shareUrl && (
         <div className="field">
           <span className="label" id="share-label">
@@ -240,6 +283,7 @@ function Watch({ id, share }: { id: string; share: string | null }) {
   const [video, setVideo] = useState<Video | null>(null);
   const [error, setError] = useState<{ status: number; message: string } | null>(null);
   const [announcement, setAnnouncement] = useState("");
+  const [deleted, setDeleted] = useState(false);
   const lastFetch = useRef(0);
   const pending = useRef<ReturnType<typeof setTimeout> | null>(null);
 
@@ -299,7 +343,14 @@ function Watch({ id, share }: { id: string; share: string | null }) {
   }, [video?.playback.token_expires_at, load]);
 
   useVideoEvents((event) => {
-    if (event.video_id !== id || !video) return;
+    if (event.video_id !== id) return;
+    if (event.type === "video.deleted") {
+      if (pending.current) clearTimeout(pending.current);
+      pending.current = null;
+      setDeleted(true);
+      return;
+    }
+    if (!video) return;
     if (event.type === "video.status" && event.status) {
       setVideo((v) => (v ? { ...v, status: event.status!, progress: event.status === "ready" ? 100 : v.progress } : v));
       setAnnouncement(`Status: ${event.status}.`);
@@ -322,6 +373,20 @@ function Watch({ id, share }: { id: string; share: string | null }) {
   useEffect(() => {
     if (video) document.title = `${video.title} · Reelhouse`;
   }, [video]);
+
+  if (deleted) {
+    return (
+      <div className="page page--narrow">
+        <div className="empty" data-testid="watch-error" data-status="deleted">
+          <h1>This video was deleted</h1>
+          <p className="muted">It was deleted, or its upload cancelled, while this page was open.</p>
+          <Link className="btn" href="/">
+            Back to the library
+          </Link>
+        </div>
+      </div>
+    );
+  }
 
   if (error) {
     const notFound = error.status === 404 || error.status === 403;
