@@ -176,3 +176,22 @@ def _is_transcoding(proc: subprocess.Popen) -> bool:
         except FileNotFoundError:
             continue
     return False
+
+
+def test_drain_takes_no_new_jobs_and_ends_the_worker(tmp_path, rabbitmq):
+    """The Kubernetes preStop: POST /drain answers once the worker has let go of its work; then it exits."""
+    env = {"REELHOUSE_DATA_DIR": str(tmp_path / "data"), "BROKER_URL": "amqp://guest:guest@127.0.0.1:5672/%2F",
+           "BROKER_NAMESPACE": rabbitmq, "WORKER_GRACE_SECONDS": "2"}
+    port, log = free_port(), tmp_path / "worker.log"
+    worker = start(["worker", "--health-port", str(port)], env, log)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", worker, log)
+        assert requests.get(f"http://127.0.0.1:{port}/drain", timeout=10).status_code == 405  # POST only
+        started = time.monotonic()
+        answer = requests.post(f"http://127.0.0.1:{port}/drain", timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"status": "drained"}
+        assert worker.wait(15) == 0 and time.monotonic() - started < 15, log.read_text()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(10)

@@ -351,14 +351,15 @@ def test_worker_has_time_to_hand_its_job_back(kube, dev_objects, secret_example)
     env = _effective_env(kube, dev_objects, container, secret_example)
     default = next(f.default for f in dataclasses.fields(Config) if f.name == "worker_grace")
     grace = int(env.get("WORKER_GRACE_SECONDS", default))
-    pre_stop = 0
-    hook = container.get("lifecycle", {}).get("preStop")
-    if hook:  # a preStop runs before SIGTERM, inside the same grace period
-        command = hook.get("exec", {}).get("command", [])
-        assert command[:1] == ["sleep"] or "sleep" in hook, f"preStop {hook}: only a short sleep belongs here"
-        pre_stop = int(command[1]) if command else int(hook["sleep"]["seconds"])
-    margin = 10  # finishing the nack and closing the connection after the grace period
-    assert spec["terminationGracePeriodSeconds"] >= pre_stop + grace + margin, \
+    # The preStop drains the worker (POST /drain on its health port): it returns once the running job finished or
+    # was handed back, i.e. within the grace time; SIGTERM follows inside the same terminationGracePeriodSeconds.
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    port = next(p["containerPort"] for p in container["ports"] if p["name"] == "http")
+    assert f"http://127.0.0.1:{port}/drain" in hook[-1] and "method='POST'" in hook[-1], hook
+    timeout = int(re.search(r"timeout=(\d+)", hook[-1]).group(1))
+    assert grace < timeout < spec["terminationGracePeriodSeconds"], "the hook must outlast the grace, not the pod"
+    margin = 10  # releasing the job and closing the connection after the grace period
+    assert spec["terminationGracePeriodSeconds"] >= grace + margin, \
         f"the kubelet kills the worker before WORKER_GRACE_SECONDS ({grace} s) has run out"
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     work = {v["name"]: v for v in spec["volumes"]}[mounts[env["WORK_DIR"]]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import click
 
@@ -32,11 +33,14 @@ def worker(concurrency: int | None, grace: int | None, health_port: int) -> None
     configure_logging(config.log_level)
     deps = bootstrap(config)
     running = Worker(deps, concurrency or config.worker_concurrency or 1).start()
+    done, drained = threading.Event(), threading.Event()
+    grace_seconds = config.worker_grace if grace is None else grace
     server = None
     if health_port:
-        server = make_server(config.host, health_port, create_app(deps=deps), threaded=True)
+        app = create_app(deps=deps)
+        add_drain_route(app, done, drained, grace_seconds)
+        server = make_server(config.host, health_port, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    done = threading.Event()
 
     def on_signal(signum, _frame):
         click.echo(f"worker: {signal.Signals(signum).name}, finishing running jobs", err=True)
@@ -46,7 +50,25 @@ def worker(concurrency: int | None, grace: int | None, health_port: int) -> None
     signal.signal(signal.SIGINT, on_signal)
     click.echo(f"worker: consuming jobs with {running.concurrency} thread(s)", err=True)
     done.wait()
-    running.stop(config.worker_grace if grace is None else grace)
+    running.stop(grace_seconds)
+    drained.set()
     if server is not None:
+        time.sleep(0.5)  # a waiting /drain call gets its answer before the server goes
         server.shutdown()
     deps.close()
+
+
+def add_drain_route(app, done: threading.Event, drained: threading.Event, grace: float) -> None:
+    """`POST /drain` (Kubernetes preStop, from inside the pod only): take no new jobs, let the running one finish
+    within the grace time or hand it back, then answer; the SIGTERM that follows finds nothing left to do."""
+    from flask import jsonify, request
+
+    from services.errors import ApiError
+
+    @app.post("/drain")
+    def drain():
+        if request.remote_addr not in ("127.0.0.1", "::1"):
+            raise ApiError(403, "forbidden", "Only the worker's own pod may drain it.")
+        done.set()
+        finished = drained.wait(grace + 15)
+        return jsonify(status="drained" if finished else "draining"), 200 if finished else 202
