@@ -34,11 +34,12 @@ class Server:
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return
             except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                 pass
             time.sleep(0.2)
+        self.kill()  # never leave a server behind a failed start
         raise AssertionError(self.log.read_text())
 
     def kill(self) -> None:
