@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,39 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for process {target}")
+
+
+class ReelhouseProcess:
+    """`reelhouse up` in a subprocess on a free port with its own data directory (stopped with SIGTERM)."""
+
+    def __init__(self, data_dir: Path, **env):
+        import requests
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"reelhouse-{self.port}.log"
+        environment = {**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(self.port), **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=environment,
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"reelhouse up exited early:\n{self.log.read_text()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"reelhouse up did not answer within 60 s:\n{self.log.read_text()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
 
 
 def free_port() -> int:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 
 import jwt
@@ -18,38 +16,12 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from services.signing_keys import signing_key_from_pem
-from services.testing import STRONG_PASSWORD, Api, HttpClient, assert_error, free_port
+from services.testing import STRONG_PASSWORD, Api, HttpClient, ReelhouseProcess, assert_error
 
 pytestmark = pytest.mark.e2e
 
 
-class Process:
-    def __init__(self, data_dir, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / f"reelhouse-{self.port}.log"
-        environment = {**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(self.port), **env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=environment,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"reelhouse up exited early:\n{self.log.read_text()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"reelhouse up did not answer within 60 s:\n{self.log.read_text()}")
-
-    def stop(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+Process = ReelhouseProcess
 
 
 @pytest.fixture

@@ -221,6 +221,8 @@ def test_socket_is_disconnected_when_its_token_expires_unless_reauthenticated(tm
         email = account["user"]["email"]
         lapsing, renewed = Listener(url, account["token"]), Listener(url, login(url, email))
         started = time.monotonic()
+        # half the shortest TTL the config allows (30 s): a token taken now expires ~15 s after the first one,
+        # which is what shows that re-authenticating moved this socket's deadline
         time.sleep(15)
         ack = renewed.client.call("auth", {"token": login(url, email)}, timeout=10)
         assert ack["ok"] is True and ack["role"] == "admin"

@@ -21,6 +21,7 @@ import io
 import os
 import re
 import secrets
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -361,17 +362,17 @@ def multipart_length(ranges, size: int, content_type: str, boundary: str) -> int
     return length
 
 
-class _Source:
+class _Source(ABC):
     """Where a representation's bytes come from: `body(first, last)` for one range, `reader(first, last)` for
     the parts of a multipart answer, `release()` when no body is sent after all."""
 
-    def body(self, first: int, last: int):
-        raise NotImplementedError
+    @abstractmethod
+    def body(self, first: int, last: int): ...
 
-    def reader(self, first: int, last: int) -> BinaryIO:
-        raise NotImplementedError
+    @abstractmethod
+    def reader(self, first: int, last: int) -> BinaryIO: ...
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional hook
         pass
 
 

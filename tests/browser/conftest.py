@@ -4,12 +4,8 @@ Chromium driven by Playwright, test media made with ffmpeg at test time, screens
 from __future__ import annotations
 
 import base64
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.testing import STRONG_PASSWORD, free_port, require_infra
+from services.testing import STRONG_PASSWORD, ReelhouseProcess, require_infra
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND_OUT = REPO / "frontend" / "out"
@@ -31,35 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 MIB = 1024 * 1024
 
 
-class Process:
-    """`reelhouse up` in a subprocess on a free port with its own data directory (stopped with SIGTERM)."""
-
-    def __init__(self, data_dir: Path, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / f"reelhouse-{self.port}.log"
-        environment = {**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(self.port), **env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=environment,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"reelhouse up exited early:\n{self.log.read_text()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:  # not up yet, or too busy to answer within the timeout
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"reelhouse up did not answer within 60 s:\n{self.log.read_text()}")
-
-    def stop(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
+Process = ReelhouseProcess
 
 
 def _require_browser_infra() -> None:
