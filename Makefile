@@ -19,12 +19,13 @@ FRONTEND_SOURCES := $(shell find frontend \( -name node_modules -o -name out -o 
                       -o -type f -print 2>/dev/null)
 
 .DEFAULT_GOAL := help
-.PHONY: help run install test lint frontend web-app-if-npm cluster cluster-down bench
+.PHONY: help run install test soak lint frontend web-app-if-npm cluster cluster-down bench
 
 help:
 	@echo "make run       install into $(VENV) if needed, build the web app if npm is here, start Reelhouse"
 	@echo "make install   create $(VENV) and install Reelhouse with the pinned versions of constraints.txt"
 	@echo "make test      install the test extras, build the web app if npm is here, run pytest (PYTEST_ARGS='-k auth -x')"
+	@echo "make soak      the reliability suite at full size (REELHOUSE_SOAK=1): faults, hostile input, security, load"
 	@echo "make cluster   the distributed topology as separate processes behind nginx on :8080 (make cluster-down)"
 	@echo "make bench     every benchmark beside its baseline (needs nginx, wrk, RabbitMQ); figures in BENCHMARKS.md"
 	@echo "make lint      ruff check ."
@@ -62,6 +63,10 @@ test: $(TEST_STAMP) web-app-if-npm
 	@echo "$(BIN)/python -m pytest $(PYTEST_ARGS)"
 	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "make test: pytest ran no tests (its exit code 5)" >&2; fi; exit $$status; }
+
+# The scenarios of RELIABILITY.md at full size (make test runs them at a size CI can afford).
+soak: $(TEST_STAMP) web-app-if-npm
+	REELHOUSE_SOAK=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
 
 # Needs RabbitMQ on 127.0.0.1:5672 and nginx (Debian: nginx-light); data and logs in .cluster/.
 cluster: install web-app-if-npm

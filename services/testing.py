@@ -18,6 +18,11 @@ import pytest
 STRONG_PASSWORD = "correct horse battery"  # noqa: S105 - test fixture
 
 
+def soak(fast, full):
+    """`full` under `make soak` (REELHOUSE_SOAK=1), `fast` otherwise: the size of a reliability scenario."""
+    return full if os.environ.get("REELHOUSE_SOAK") == "1" else fast
+
+
 def require_infra(what: str) -> None:
     """Skip when a real component is missing, except in CI (REELHOUSE_REQUIRE_INFRA=1), where it fails."""
     message = f"{what} is not available"
@@ -333,3 +338,72 @@ class EventListener:
 
     def close(self):
         self.client.disconnect()
+
+
+def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    """Wait until `url`/readyz answers 200, failing with the log's tail if the process exits or time runs out."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-4000:]
+        try:
+            if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:  # not up yet, or too busy to answer within the timeout
+            pass
+        time.sleep(0.2)
+    raise AssertionError(log.read_text()[-4000:])
+
+
+def cluster_prerequisites() -> None:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        require_infra("RabbitMQ on 127.0.0.1:5672")
+    if not Path("/usr/sbin/nginx").exists():
+        require_infra("nginx (Debian package nginx-light), the cluster's ingress")
+
+
+class EmbeddedDeployment:
+    """`reelhouse up` in its own session (process group) on a free port."""
+
+    def __init__(self, tmp: Path):
+        port = free_port()
+        self.url, self.log = f"http://127.0.0.1:{port}", tmp / "up.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env={
+            **os.environ, "REELHOUSE_DATA_DIR": str(tmp / "data"), "REELHOUSE_PORT": str(port)},
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_ready(self.url, self.proc, self.log)
+        self.socket_urls = [self.url]
+
+    def stop(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(60)
+
+
+class ClusterDeployment:
+    """`make cluster` (reelhouse cluster up --detach) in a temporary directory; s3 store unless told."""
+
+    def __init__(self, tmp: Path, store: str = "s3"):
+        from reelhouse_gateway import cluster
+
+        cluster_prerequisites()
+        self.dir = tmp / "cluster"
+        self.state = cluster.start_detached(self.dir, free_port(), store=store)
+        self.url = self.state["url"]
+        gateway = self.state["services"]["gateway"]["port"]
+        notify_2 = self.state["services"]["notify-2"]["port"]
+        # through nginx to a notify replica (ip_hash picks one for 127.0.0.1), through the gateway's own websocket
+        # tunnel (to notify-1), and straight to the second replica: every replica delivers every event
+        self.socket_urls = [self.url, f"http://127.0.0.1:{gateway}", f"http://127.0.0.1:{notify_2}"]
+
+    def service(self, name: str) -> dict:
+        from reelhouse_gateway import cluster
+
+        return cluster.state(self.dir)["services"][name]
+
+    def stop(self) -> None:
+        from reelhouse_gateway import cluster
+
+        assert cluster.stop_detached(self.dir)

@@ -8,95 +8,31 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
 from services.testing import (
     STRONG_PASSWORD,
+    ClusterDeployment,
+    EmbeddedDeployment,
     EventListener,
     assert_error,
+    cluster_prerequisites,
     free_port,
     make_clip,
     register_account,
-    require_infra,
     tus_upload,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()[-4000:]
-        try:
-            if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # not up yet, or too busy to answer within the timeout
-            pass
-        time.sleep(0.2)
-    raise AssertionError(log.read_text()[-4000:])
-
-
-def _cluster_prerequisites() -> None:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
-    except OSError:
-        require_infra("RabbitMQ on 127.0.0.1:5672")
-    if not Path("/usr/sbin/nginx").exists():
-        require_infra("nginx (Debian package nginx-light), the cluster's ingress")
-
-
-class Embedded:
-    def __init__(self, tmp: Path):
-        port = free_port()
-        self.url, self.log = f"http://127.0.0.1:{port}", tmp / "up.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env={
-            **os.environ, "REELHOUSE_DATA_DIR": str(tmp / "data"), "REELHOUSE_PORT": str(port)},
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_http(self.url, self.proc, self.log)
-        self.socket_urls = [self.url]
-
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        self.proc.wait(60)
-
-
-class Cluster:
-    def __init__(self, tmp: Path):
-        from reelhouse_gateway import cluster
-
-        _cluster_prerequisites()
-        self.dir = tmp / "cluster"
-        self.state = cluster.start_detached(self.dir, free_port())
-        self.url = self.state["url"]
-        gateway = self.state["services"]["gateway"]["port"]
-        notify_2 = self.state["services"]["notify-2"]["port"]
-        # through nginx to a notify replica (ip_hash picks one for 127.0.0.1), through the gateway's own websocket
-        # tunnel (to notify-1), and straight to the second replica: every replica delivers every event
-        self.socket_urls = [self.url, f"http://127.0.0.1:{gateway}", f"http://127.0.0.1:{notify_2}"]
-
-    def service(self, name: str) -> dict:
-        from reelhouse_gateway import cluster
-
-        return cluster.state(self.dir)["services"][name]
-
-    def stop(self) -> None:
-        from reelhouse_gateway import cluster
-
-        assert cluster.stop_detached(self.dir)
-
-
 @pytest.fixture(scope="module", params=["embedded", "cluster"])
 def deployment(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
-    running = Embedded(tmp) if request.param == "embedded" else Cluster(tmp)
+    running = EmbeddedDeployment(tmp) if request.param == "embedded" else ClusterDeployment(tmp)
     try:
         yield running
     finally:
@@ -205,14 +141,14 @@ def test_an_outage_at_the_ingress_is_a_json_503(cluster):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    running = Cluster(tmp_path_factory.mktemp("faults"))
+    running = ClusterDeployment(tmp_path_factory.mktemp("faults"))
     try:
         yield running
     finally:
         running.stop()
 
 
-def _worker_running(cluster: Cluster, video_id: str) -> str | None:
+def _worker_running(cluster: ClusterDeployment, video_id: str) -> str | None:
     """Which worker's process holds this video's job (the record's `worker` ends with its pid)."""
     from services.adapters.sqlite_metadata import SqliteMetadataStore
 
@@ -291,7 +227,7 @@ def test_a_restarted_cluster_finishes_what_the_last_one_left(tmp_path, monkeypat
     """`make cluster-down` mid-job, `make cluster` again (local store): the video still ends ready."""
     from reelhouse_gateway import cluster as topology
 
-    _cluster_prerequisites()
+    cluster_prerequisites()
     monkeypatch.setenv("WORKER_GRACE_SECONDS", "0")  # hand the job back at once on the way down
     run_dir = tmp_path / "cluster"
     url = topology.start_detached(run_dir, free_port(), store="local")["url"]
