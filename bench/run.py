@@ -25,6 +25,7 @@ BENCHMARKS = [
     ("realtime.py", [], ["--clients", "20", "--bursts", "1", "--events", "2"]),
     ("transcode.py", [], ["--seconds", "4", "--size", "640x360", "--runs", "1"]),
     ("scaling.py", [], ["--jobs", "2", "--seconds", "2", "--size", "320x180"]),
+    ("playable.py", [], ["--seconds", "4", "--size", "320x180", "--runs", "1"]),
 ]
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("uploading", "uploaded", "processing", "ready", "failed")
 VISIBILITIES = ("private", "tenant", "unlisted")
 DEFAULT_VISIBILITY = "tenant"
-EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed")
+EVENTS = ("video.status", "video.progress", "video.playable", "video.rendition_ready", "video.ready", "video.failed")
 
 
 def new_video(tenant_id: str, owner_id: str, title: str, *, video_id: str | None = None,

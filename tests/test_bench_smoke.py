@@ -30,5 +30,6 @@ def test_every_benchmark_runs_beside_its_baseline():
     out = run.stdout
     for expected in ("(a) whole 16 MiB download", "(b) random 64 KiB ranges", "local store: tus", "S3 store:    tus",
                      "| ranged download", "| tus upload", "| delivered | 40 | 40 |", "| worker (whole job) |",
-                     "| one ffmpeg per rung |", "speed-up with 2 workers", "(KEDA's metric): 2 and 2"):
+                     "| one ffmpeg per rung |", "speed-up with 2 workers", "(KEDA's metric): 2 and 2",
+                     "(a) H.264/AAC MP4: a range of original_url", "baseline: plain ffmpeg ladder"):
         assert expected in out, expected

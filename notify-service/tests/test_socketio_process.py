@@ -133,6 +133,10 @@ def test_uploader_receives_every_event_in_order_and_other_tenant_nothing(server,
         assert statuses[:3] == ["uploading", "uploaded", "processing"], events
         assert "video.progress" in names and names.index("video.progress") > names.index("video.status")
         assert names[-1] == "video.ready" or "video.ready" in names
+        # each playable URL is announced before the end: the faststart original, then HLS
+        playable = [data["playback"] for name, data in events if name == "video.playable"]
+        assert playable == ["original", "hls"], events
+        assert names.index("video.playable") < names.index("video.ready")
         seqs = [data["seq"] for _, data in events]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
         assert all(data["tenant_id"] == a["user"]["tenant_id"] and "ts" in data for _, data in events)

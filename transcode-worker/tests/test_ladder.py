@@ -90,6 +90,9 @@ def test_hls_command_one_process_aligned_keyframes(tmp_path):
     argv = hls_command("/videos/in.mp4", tmp_path / "out", rungs, probe)
     assert option(argv, "-g") == option(argv, "-keyint_min") == "60"
     assert option(argv, "-sc_threshold") == "0"
+    # keyframes at 0 and 1 s, then every 2 s; the muxer cuts at each: segments of 1, 1, 2, 2… s
+    assert option(argv, "-force_key_frames") == "expr:if(lt(n_forced,2),gte(t,n_forced*1),gte(t,(n_forced-1)*2))"
+    assert option(argv, "-hls_time") == "1"
     assert option(argv, "-hls_segment_type") == "fmp4"
     assert option(argv, "-hls_playlist_type") == "event"
     assert option(argv, "-hls_flags") == "independent_segments+temp_file"

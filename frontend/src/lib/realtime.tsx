@@ -15,6 +15,7 @@ import type { VideoEvent } from "./types";
 const EVENT_NAMES: VideoEvent["type"][] = [
   "video.status",
   "video.progress",
+  "video.playable",
   "video.rendition_ready",
   "video.ready",
   "video.failed",

@@ -92,12 +92,21 @@ export interface Delivery {
 /** A Socket.IO event about one video (DESIGN §3); `seq` increases per video. `video.deleted` is the last one: the
  * video was deleted, or its upload cancelled or terminated. */
 export interface VideoEvent {
-  type: "video.status" | "video.progress" | "video.rendition_ready" | "video.ready" | "video.failed" | "video.deleted";
+  type:
+    | "video.status"
+    | "video.progress"
+    | "video.playable"
+    | "video.rendition_ready"
+    | "video.ready"
+    | "video.failed"
+    | "video.deleted";
   video_id: string;
   seq: number;
   ts: number;
   tenant_id?: string;
   status?: VideoStatus;
+  /** `video.playable`: which URL can be played now. */
+  playback?: "original" | "hls";
   stage?: string;
   percent?: number;
   rendition?: string;

@@ -49,6 +49,16 @@ def _snap(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1000)
 
 
+def first_segment_keyframes(segment_seconds: float) -> str:
+    """-force_key_frames: at 0 and half a segment, then on the segment grid (s, 2s, 3s…) in every rung."""
+    half, whole = _seconds(segment_seconds / 2), _seconds(segment_seconds)
+    return f"expr:if(lt(n_forced,2),gte(t,n_forced*{half}),gte(t,(n_forced-1)*{whole}))"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
 def gop_frames(fps: Fraction, segment_seconds: float) -> int:
     return max(1, round(fps * Fraction(segment_seconds).limit_denominator(1000)))
 
@@ -57,7 +67,9 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
                 preset: str = "veryfast", readrate: float | None = None, pad_video: bool = False) -> list[str]:
     """argv of ONE ffmpeg process writing `<out_dir>/<rung>/index.m3u8` (+ init.mp4, seg_NNNNN.m4s) per rung
     and `<out_dir>/master.m3u8`. `readrate` throttles reading the input (× realtime), e.g. to share a machine.
-    `pad_video`: the video track ends before the audio (a still picture over a song): repeat its last frame."""
+    `pad_video`: the video track ends before the audio (a still picture over a song): repeat its last frame.
+    Segments last `segment_seconds`, except that the first is cut in two halves: a viewer waiting for a new
+    video gets its first segment after half the encoding."""
     if not rungs:
         raise ValueError("no rungs")
     out_dir = Path(out_dir).absolute()
@@ -96,8 +108,10 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         # Keyframes at the same instants in every rung, so a player can switch rungs at any segment boundary:
         # a fixed GOP, no extra keyframes on scene cuts, and keyframes forced on the segment grid.
         "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
-        "force_key_frames": f"expr:gte(t,n_forced*{segment_seconds})",
-        "f": "hls", "hls_time": str(segment_seconds), "hls_segment_type": "fmp4",
+        "force_key_frames": first_segment_keyframes(segment_seconds),
+        # The muxer cuts at the first keyframe past hls_time × the segments so far: with keyframes at 0, s/2, s,
+        # 2s, 3s… and hls_time s/2 that is every keyframe, i.e. segments of s/2, s/2, then s.
+        "f": "hls", "hls_time": _seconds(segment_seconds / 2), "hls_segment_type": "fmp4",
         "hls_fmp4_init_filename": INIT_NAME,
         "hls_segment_filename": str(out_dir / "%v" / SEGMENT_PATTERN),
         # EVENT: players may start while segments are still being added; VOD is written at the end (publisher).
@@ -112,6 +126,8 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
     if audio is not None:
         options.update({"c:a": "aac", "ac": "2"})  # stereo AAC-LC: what every browser plays
     return (ffmpeg.output(*outputs, str(out_dir / "%v" / PLAYLIST_NAME), **options)
-            .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats")
+            # progress every 0.1 s: the caller announces the first published segments between two reports
+            .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats",
+                         "-stats_period", "0.1")
             .overwrite_output()
             .compile(cmd=ffmpeg_binary()))

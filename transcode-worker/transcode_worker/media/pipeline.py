@@ -104,9 +104,9 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
               readrate: float | None = None) -> Result:
     """Produce and store every output of one video from `source` (a local path or an http(s) URL).
 
-    Order: faststart original (H.264/AAC sources) → on_original_ready() → thumbnail and poster → the HLS
-    ladder, stored segment by segment while ffmpeg encodes (on_hls_ready() once the master playlist and a first
-    segment of every rung are stored) → storyboard → VOD playlists, on_rendition_ready() per rung. Every
+    Order: faststart original (H.264/AAC sources) → on_original_ready() → the HLS ladder, stored segment by
+    segment while ffmpeg encodes (on_hls_ready() once the master playlist and a first segment of every rung are
+    stored) → thumbnail and poster → storyboard → VOD playlists, on_rendition_ready() per rung. Every
     callback runs in the caller's thread. Raises MediaError (the user's file is unusable: permanent),
     Cancelled, or TranscodeError (worth a retry); in every such case the outputs stored so far are removed."""
     cancel = cancel or threading.Event()
@@ -126,12 +126,6 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
         playable = _playable_original(store, source, probe, facts, work, k, cancel, on_original_ready)
         _stop_if(cancel)
 
-        progress("thumbnail", 0)
-        make_thumbnail_and_poster(source, work / "thumbnail.jpg", work / "poster.jpg", probe, cancel=cancel)
-        _store_file(store, k.thumbnail, work / "thumbnail.jpg")
-        _store_file(store, k.poster, work / "poster.jpg")
-        _stop_if(cancel)
-
         hls_dir = work / "hls"
         publisher = SegmentPublisher(store, hls_dir, tenant_id, video_id, rungs,
                                      on_rendition_ready=on_rendition_ready)
@@ -143,6 +137,13 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
         if decoded < probe.duration * MIN_DECODED_SHARE and probe.duration - decoded > 1:
             raise MediaError(f"Only {decoded:.1f} of the video's {probe.duration:.1f} seconds could be decoded: "
                              "the file is truncated or damaged.")
+        _stop_if(cancel)
+
+        # After the ladder: images appear with `ready`, while the first HLS segment is what a viewer waits for.
+        progress("thumbnail", 0)
+        make_thumbnail_and_poster(source, work / "thumbnail.jpg", work / "poster.jpg", probe, cancel=cancel)
+        _store_file(store, k.thumbnail, work / "thumbnail.jpg")
+        _store_file(store, k.poster, work / "poster.jpg")
         _stop_if(cancel)
 
         progress("storyboard", 0)

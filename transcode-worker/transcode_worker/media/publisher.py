@@ -17,6 +17,8 @@ from .ladder import Rung
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+# Until the master is out a viewer is waiting for the first segment: look often (reading a few playlists is cheap).
+FIRST_POLL_SECONDS = 0.05
 _MAP = re.compile(r'^#EXT-X-MAP:URI="([^"]+)"', re.MULTILINE)
 # Segment names are ours (seg_%05d.m4s); anything else in a playlist is not something to copy.
 _SEGMENT = re.compile(r"^(seg_\d{5,}\.m4s)$", re.MULTILINE)
@@ -65,7 +67,7 @@ class SegmentPublisher:
         return self
 
     def _poll(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
+        while not self._stop.wait(POLL_SECONDS if self.master_stored else FIRST_POLL_SECONDS):
             try:
                 self.publish_ready()
             except Exception as error:  # reported by finish(); a failing store fails the job, not the thread

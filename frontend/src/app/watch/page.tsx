@@ -358,6 +358,8 @@ function Watch({ id, share }: { id: string; share: string | null }) {
     } else if (event.type === "video.progress") {
       setVideo((v) => (v && v.status !== "ready" ? { ...v, status: "processing", progress: event.percent ?? v.progress } : v));
       if (!video.playback.hls_url || !video.playback.original_url) refetchSoon();
+    } else if (event.type === "video.playable") {
+      refetchSoon(true); // a URL that plays has appeared: fetch it now, not on the 2 s cadence
     } else if (event.type === "video.rendition_ready") {
       if (!video.playback.hls_url) refetchSoon();
     } else if (event.type === "video.ready") {
