@@ -4,6 +4,9 @@ A `make cluster`-style topology (reelhouse_gateway.cluster) with the local store
 for the CPU): the same 256 MiB original fetched with `Range: bytes=0-` from the gateway and from the stream
 service, and the same 256 MiB uploaded over tus in 64 MiB PATCHes through the gateway and to the upload service.
 Runs are interleaved; medians of --runs. Ratio = through the gateway ÷ direct (target ≥ 0.8, issue 10).
+CPU seconds per GiB (user + system from /proc over all runs, 10 ms ticks) are printed too for the gateway, the
+service and this client: far less sensitive than wall time to other load on the machine, and they show where the
+cores go; when the machine is CPU-bound the ratio cannot exceed direct Σ ÷ gateway Σ.
 Run: .venv/bin/python bench/gateway.py [--size-mib 256] [--runs 5]
 """
 
@@ -40,6 +43,29 @@ class Blocks:
         n = min(self.left, len(self.block) if size is None or size < 0 else min(size, len(self.block)))
         self.left -= n
         return self.block[:n]
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU of process `pid` and its descendants (a gunicorn master and its worker)."""
+    user = system = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user, system = int(fields[11]) / TICK, int(fields[12]) / TICK
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                more = cpu_seconds(int(child))
+                user, system = user + more[0], system + more[1]
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return user, system
+
+
+def own_cpu() -> tuple[float, float]:
+    usage = os.times()
+    return usage.user, usage.system
 
 
 def download(url: str) -> float:
@@ -103,11 +129,23 @@ def main() -> None:
 
             rss_before = rss_kib(pids["gateway"])
             times: dict[str, list[float]] = {"down_gw": [], "down_direct": [], "up_gw": [], "up_direct": []}
+            cpu: dict[str, dict[str, list[tuple[float, float]]]] = {
+                key: {"gateway": [], "service": [], "client": []} for key in times}
+
+            def measured(key: str, service: str, run) -> None:
+                watched = {"gateway": pids["gateway"], "service": pids[service]}
+                before = {name: cpu_seconds(pid) for name, pid in watched.items()} | {"client": own_cpu()}
+                times[key].append(run())
+                after = {name: cpu_seconds(pid) for name, pid in watched.items()} | {"client": own_cpu()}
+                for name in before:
+                    cpu[key][name].append(tuple((a - b) * 1024 / args.size_mib
+                                                for a, b in zip(after[name], before[name], strict=True)))
+
             for _ in range(args.runs):  # interleaved: both sides see the same machine
-                times["down_gw"].append(download(gateway + path))
-                times["down_direct"].append(download(stream + path))
-                times["up_gw"].append(upload(gateway, token, size, block))
-                times["up_direct"].append(upload(uploads, token, size, block))
+                measured("down_gw", "stream", lambda: download(gateway + path))
+                measured("down_direct", "stream", lambda: download(stream + path))
+                measured("up_gw", "upload", lambda: upload(gateway, token, size, block))
+                measured("up_direct", "upload", lambda: upload(uploads, token, size, block))
             rss_after = rss_kib(pids["gateway"])
         finally:
             cluster.stop()
@@ -120,7 +158,18 @@ def main() -> None:
     for label, gw, direct in (("ranged download (`Range: bytes=0-`)", "down_gw", "down_direct"),
                               ("tus upload, 64 MiB PATCHes", "up_gw", "up_direct")):
         print(f"| {label} | {rate[gw]:.0f} MB/s | {rate[direct]:.0f} MB/s | {rate[gw] / rate[direct]:.2f} | ≥ 0.8 |")
-
+    print("\nCPU seconds per GiB (user + system over all runs ÷ bytes moved; each process with its children)\n")
+    print("| | gateway | service | client | Σ | CPU-bound ratio: direct Σ ÷ gateway Σ |")
+    print("|---|---|---|---|---|---|")
+    for label, gw, direct in (("ranged download", "down_gw", "down_direct"), ("tus upload", "up_gw", "up_direct")):
+        sums = {}
+        for key, how in ((gw, "through the gateway"), (direct, "direct")):
+            each = {name: tuple(sum(run[i] for run in values) / args.runs for i in (0, 1))
+                    for name, values in cpu[key].items()}
+            sums[key] = sum(u + s for u, s in each.values())
+            cells = " | ".join(f"{u + s:.2f} ({u:.2f} user)" for u, s in each.values())
+            bound = f"{sums[direct] / sums[gw]:.2f}" if key == direct else ""
+            print(f"| {label}, {how} | {cells} | {sums[key]:.2f} | {bound} |")
 
 if __name__ == "__main__":
     main()

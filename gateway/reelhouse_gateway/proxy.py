@@ -1,20 +1,26 @@
 """Distributed gateway: each service's path prefixes (routing.ROUTES) are forwarded to its URL.
 
-Bodies stream both ways in 256 KiB pieces (a 1 GiB PATCH or download never sits in memory); status codes, `Range`,
-tus and CORS headers pass through unchanged; `X-Request-ID` and `X-Forwarded-*` go upstream. A service that
-refuses connections answers 503, one that times out 504, one that breaks the exchange 502, all in the contract's
-error shape. Socket.IO websocket upgrades are tunnelled byte for byte (`WebSocketTunnel`); an ingress may also
-send `/socket.io` straight to the notify replicas.
+Bodies stream both ways, never whole in memory: under gunicorn on Linux a large body of known length goes from one
+socket to the other through a kernel pipe (`splice`, no copy through Python), otherwise in 256 KiB pieces read
+ahead by a helper thread. Status codes, `Range`, tus and CORS headers pass through unchanged; `X-Request-ID` and
+`X-Forwarded-*` go upstream. A service that refuses connections answers 503, one that times out 504, one that
+breaks the exchange 502, all in the contract's error shape. Socket.IO websocket upgrades are tunnelled byte for
+byte (`WebSocketTunnel`); an ingress may also send `/socket.io` straight to the notify replicas.
 """
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import logging
+import os
 import queue
+import select
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
@@ -50,6 +56,47 @@ SERVICE_NAMES = {"auth": "auth service", "upload": "upload service", "stream": "
                  "notify": "notify service"}
 
 
+# A service under gunicorn closes a keep-alive connection idle for 2 s (its --keep-alive default); a request sent
+# at the moment it does is lost with a reset, which the load test saw as rare 502s. So an idle connection is only
+# reused well before that, and a safe request (GET, HEAD, OPTIONS) lost that way is sent once more.
+IDLE_REUSE_LIMIT = 1.0
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class _FreshConnections:
+    """Pool mixin: a connection idle longer than IDLE_REUSE_LIMIT is closed (dialled anew on use), not reused."""
+
+    def _put_conn(self, conn):
+        if conn is not None:
+            conn.reelhouse_idle_since = time.monotonic()
+        super()._put_conn(conn)
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        since = getattr(conn, "reelhouse_idle_since", None)
+        if since is not None and time.monotonic() - since > IDLE_REUSE_LIMIT:
+            conn.close()  # as urllib3 does with a dropped connection: the next request connects again
+        return conn
+
+
+class _SplicingConnection(urllib3.connection.HTTPConnection):
+    """A connection that sends a `_ClientBody` by splicing it from the client's socket into its own."""
+
+    def send(self, data) -> None:
+        if isinstance(data, _ClientBody):
+            data.splice_into(self.sock)
+        else:
+            super().send(data)
+
+
+class _FreshHTTPPool(_FreshConnections, urllib3.HTTPConnectionPool):
+    ConnectionCls = _SplicingConnection
+
+
+class _FreshHTTPSPool(_FreshConnections, urllib3.HTTPSConnectionPool):
+    pass
+
+
 class Upstream:
     """One service: its base URL and a pool of keep-alive connections to it."""
 
@@ -61,8 +108,9 @@ class Upstream:
         self.netloc = parts.netloc
         self.secure = parts.scheme == "https"
         self.timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
-        self.pool = urllib3.connection_from_url(
-            self.base_url, maxsize=maxsize, block=False, timeout=self.timeout, retries=False, blocksize=CHUNK)
+        pool = _FreshHTTPSPool if self.secure else _FreshHTTPPool
+        self.pool = pool(self.host, self.port, maxsize=maxsize, block=False, timeout=self.timeout, retries=False,
+                         blocksize=CHUNK)
 
     def ready(self) -> None:
         response = requests.get(self.base_url + "/readyz", timeout=(2, 3))
@@ -104,7 +152,8 @@ def forward(upstream: Upstream) -> Response:
     length = request.content_length
     if length:
         headers["Content-Length"] = str(length)
-        body = _BodyReader(request.stream, length)
+        spliced = _ClientBody.of(request.environ, length) if length >= SPLICE_MIN and not upstream.secure else None
+        body = spliced or _BodyReader(request.stream, length)
         if length <= SMALL_BODY:  # JSON and the like: whole first, so a stalled client holds no service thread
             reader = body
             try:
@@ -116,10 +165,7 @@ def forward(upstream: Upstream) -> Response:
         body = iter(lambda: request.stream.read(CHUNK), b"")
     service = SERVICE_NAMES[upstream.name]
     try:
-        answer = upstream.pool.urlopen(
-            request.method, upstream.base_path + _target(request.environ), body=body, headers=headers,
-            redirect=False, retries=False, preload_content=False, decode_content=False, chunked=chunked,
-            assert_same_host=False)
+        answer = _send(upstream, headers, body, chunked)
     except NewConnectionError:
         raise ApiError(503, "service_unavailable", f"The {service} is not reachable; try again shortly.",
                        headers={"Retry-After": "5"}) from None
@@ -133,11 +179,33 @@ def forward(upstream: Upstream) -> Response:
             body.close()
     response_headers = [(name, value) for name, value in answer.headers.items()
                         if name.lower() not in NOT_RETURNED]
-    return Relayed(_relay(answer, upstream.name), status=answer.status, headers=response_headers,
-                   direct_passthrough=True)
+    # A service under gunicorn drains at most 64 KiB of a body it did not read (an early 404 or 413), then closes
+    # the connection it had just announced as keep-alive: one that carried a larger body is not reused.
+    reuse = body is None or isinstance(body, bytes)
+    client = _splice_target(request.environ, answer) if not upstream.secure else None
+    relay = _relay_spliced(answer, upstream.name, reuse, client) if client else _relay(answer, upstream.name, reuse)
+    return Relayed(relay, status=answer.status, headers=response_headers, direct_passthrough=True)
 
 
-def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
+def _send(upstream: Upstream, headers: dict[str, str], body, chunked: bool) -> urllib3.BaseHTTPResponse:
+    """The service's answer; a safe request without a body whose connection was closed under it goes once more."""
+    def urlopen() -> urllib3.BaseHTTPResponse:
+        return upstream.pool.urlopen(
+            request.method, upstream.base_path + _target(request.environ), body=body, headers=headers,
+            redirect=False, retries=False, preload_content=False, decode_content=False, chunked=chunked,
+            assert_same_host=False)
+
+    try:
+        return urlopen()
+    except ProtocolError as error:
+        if request.method not in SAFE_METHODS or body is not None:
+            raise
+        log.info("%s closed the connection under %s %s (%s); sending it again", upstream.name, request.method,
+                 request.path, error)
+    return urlopen()
+
+
+def _relay(answer: urllib3.BaseHTTPResponse, name: str, reuse: bool = True) -> Iterator[bytes]:
     ahead = ReadAhead(lambda: answer.read(CHUNK, decode_content=False), ahead=2)
     complete = False
     try:
@@ -150,8 +218,8 @@ def _relay(answer: urllib3.BaseHTTPResponse, name: str) -> Iterator[bytes]:
         raise
     finally:
         ahead.close()
-        if not complete:
-            answer.close()  # unread bytes: this connection must not be reused as it is
+        if not complete or not reuse:
+            answer.close()  # unread bytes (or see forward()): this connection must not be reused as it is
         answer.release_conn()
 
 
@@ -205,6 +273,215 @@ class ReadAhead:
 
     def close(self) -> None:
         self.closed.set()
+
+
+# --- zero-copy bodies (Linux) ---------------------------------------------------------------------------------
+# Copying every byte through Python (recv into a new bytes object, sendall out of it, plus gunicorn's own buffering
+# of request bodies) cost the gateway ~1.1 CPU seconds per GiB downloaded and ~1.9 per GiB uploaded, on the cores
+# the client and the service also need (bench/gateway.py). A body of known length of at least SPLICE_MIN instead
+# moves socket -> pipe -> socket with splice(2): the kernel passes page references along, the gateway only counts.
+
+SPLICE_MIN = 1024 * 1024
+PIPE_SIZE = 1024 * 1024  # the pipe's capacity (Linux's default limit for unprivileged processes): bytes per splice
+LOWAT = 256 * 1024  # a splice waits for at least this much from its source (or less, after a read timeout)
+
+
+class _Broken(Exception):
+    """A splice stopped: `side` ("source" or "sink") failed with `error` (an OSError; EOFError for a short source)."""
+
+    def __init__(self, side: str, error: BaseException):
+        super().__init__(f"{side}: {error}")
+        self.side, self.error = side, error
+
+
+def _poller(sock: socket.socket, events: int):
+    poller = select.poll()
+    poller.register(sock.fileno(), events | select.POLLERR | select.POLLHUP)
+    return poller
+
+
+def _ms(timeout: float | None) -> int:
+    return -1 if timeout is None else max(0, int(timeout * 1000))
+
+
+def _splice(source: socket.socket, sink: socket.socket, count: int, *, read_timeout: float | None,
+            write_timeout: float | None) -> None:
+    """Moves exactly `count` bytes from `source` to `sink` through a kernel pipe, waiting at most `read_timeout`
+    for the source and `write_timeout` for the sink at a time (both sockets' own timeouts are restored afterwards).
+    Raises _Broken naming the side that failed."""
+    timeouts = source.gettimeout(), sink.gettimeout()
+    out, into = os.pipe()
+    lowat = 1
+    try:
+        try:
+            fcntl.fcntl(into, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # a lower /proc/sys/fs/pipe-max-size: the default 64 KiB still works, in smaller steps
+            pass
+        room = fcntl.fcntl(into, fcntl.F_GETPIPE_SZ)
+        source.settimeout(0.0)  # non-blocking: the waits (and their timeouts) are ours
+        sink.settimeout(0.0)
+        readable, writable = _poller(source, select.POLLIN), _poller(sink, select.POLLOUT)
+        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+        src, dst = source.fileno(), sink.fileno()
+        while count:
+            # Wake up for a worthwhile amount (a client writing 8 KiB at a time made 30 000 turns of this loop per
+            # 256 MiB): poll() waits until SO_RCVLOWAT bytes are there, or the connection ends or fails.
+            if lowat != min(count, LOWAT):
+                lowat = min(count, LOWAT)
+                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
+            try:
+                held = os.splice(src, into, min(count, room), flags=flags)
+            except BlockingIOError:
+                if not readable.poll(_ms(read_timeout)):  # less than `lowat` in that time: whatever came will do
+                    try:
+                        held = os.splice(src, into, min(count, room), flags=flags)
+                    except BlockingIOError:
+                        raise _Broken("source", TimeoutError(f"nothing came for {read_timeout:.0f} s")) from None
+                    except OSError as error:
+                        raise _Broken("source", error) from error
+                else:
+                    continue
+            except OSError as error:
+                raise _Broken("source", error) from error
+            if not held:
+                raise _Broken("source", EOFError(f"the connection closed {count} bytes before the end"))
+            count -= held
+            while held:
+                try:
+                    held -= os.splice(out, dst, held, flags=flags | (os.SPLICE_F_MORE if count else 0))
+                except BlockingIOError:
+                    if not writable.poll(_ms(write_timeout)):
+                        raise _Broken("sink", TimeoutError(f"nothing went for {write_timeout:.0f} s")) from None
+                except OSError as error:
+                    raise _Broken("sink", error) from error
+    finally:
+        os.close(out)
+        os.close(into)
+        for sock, timeout in zip((source, sink), timeouts, strict=True):
+            try:
+                sock.settimeout(timeout)
+            except OSError:
+                pass
+        if lowat != 1:
+            try:
+                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)  # a reused connection reads as before
+            except OSError:
+                pass
+
+
+def _plain_socket(sock) -> socket.socket | None:
+    return sock if hasattr(os, "splice") and type(sock) is socket.socket and sock.fileno() >= 0 else None
+
+
+def _splice_target(environ, answer: urllib3.BaseHTTPResponse) -> socket.socket | None:
+    """The client's socket, if this answer's body can be spliced into it: gunicorn (sync/gthread) hands the raw
+    socket over, the body has a known length of at least SPLICE_MIN, and nothing of it has been read yet."""
+    client = _plain_socket(environ.get("gunicorn.socket"))
+    raw = getattr(answer, "_fp", None)  # http.client's response under urllib3's
+    if client is None or raw is None or environ.get("REQUEST_METHOD") == "HEAD" or answer.status in (204, 304):
+        return None
+    length = getattr(raw, "length", None)
+    if (not isinstance(length, int) or length < SPLICE_MIN or getattr(raw, "chunked", True)
+            or answer.headers.get("Content-Length") != str(length)
+            or answer.connection is None or _plain_socket(answer.connection.sock) is None):
+        return None
+    return client
+
+
+def _relay_spliced(answer: urllib3.BaseHTTPResponse, name: str, reuse: bool,
+                   client: socket.socket) -> Iterator[bytes]:
+    """`_relay` for a body spliced straight into the client's socket, after gunicorn has sent the headers."""
+    raw = answer._fp
+    upstream = answer.connection.sock
+    complete = False
+    try:
+        yield b""  # gunicorn sends the status line and headers on the first write; the body then goes around it
+        left = raw.length
+        # http.client read the head through a buffer that may already hold the first bytes of the body: one
+        # read1() at least that large hands exactly those over (or receives afresh if there were none)
+        first = raw.fp.read1(min(left, CHUNK))
+        if not first:
+            raise ProtocolError(f"the connection closed {left} bytes before the end")
+        try:
+            client.sendall(first)
+        except OSError as error:
+            raise _Broken("sink", error) from error
+        _splice(upstream, client, left - len(first), read_timeout=upstream.gettimeout(), write_timeout=None)
+        raw.length = 0
+        raw._close_conn()  # as http.client does at the end of a body: the connection can be reused
+        complete = True
+    except _Broken as broken:
+        if broken.side == "sink":  # the client went away: nothing to report
+            raise broken.error from None
+        log.warning("%s broke off a response mid-body: %s", name, broken.error)
+        raise (broken.error if isinstance(broken.error, OSError) else ProtocolError(str(broken.error))) from None
+    except (ProtocolError, ReadTimeoutError, OSError) as error:
+        # headers are out: all that is left is to cut the connection so the client sees a short body
+        log.warning("%s broke off a response mid-body: %s", name, error)
+        raise
+    finally:
+        if not complete or not reuse:
+            answer.close()  # unread bytes (or see forward()): this connection must not be reused as it is
+        answer.release_conn()
+
+
+class _ClientBody:
+    """A request body of known length to be spliced from gunicorn's client socket into the upstream connection
+    (`_SplicingConnection`): urllib3 iterates it, gets this object itself as the one piece, and sends it."""
+
+    @classmethod
+    def of(cls, environ, length: int) -> _ClientBody | None:
+        try:
+            from gunicorn.http.body import Body, LengthReader
+            from gunicorn.http.unreader import SocketUnreader
+        except ImportError:
+            return None
+        stream, client = environ.get("wsgi.input"), _plain_socket(environ.get("gunicorn.socket"))
+        if client is None or type(stream) is not Body or type(stream.reader) is not LengthReader:
+            return None
+        unreader = stream.reader.unreader
+        if type(unreader) is not SocketUnreader or unreader.sock is not client:
+            return None
+        if stream.buf.tell() + stream.reader.length != length:  # part of it was read already
+            return None
+        return cls(stream, client, length)
+
+    def __init__(self, stream, client: socket.socket, length: int):
+        self.stream, self.client, self.length = stream, client, length
+        self.timeout = current_app.extensions["reelhouse"].config.client_body_timeout
+
+    def __iter__(self):
+        yield self
+
+    def __bool__(self) -> bool:
+        return True
+
+    def splice_into(self, upstream: socket.socket) -> None:
+        stream, reader = self.stream, self.stream.reader
+        # Until the whole body has gone through, where the client's next request starts is unknown to gunicorn:
+        # `failed` makes it close the connection rather than parse the rest of this body as a request.
+        stream.failed = True
+        held = stream.buf.getvalue()  # bytes gunicorn has already received, first those its Body holds
+        stream.buf = io.BytesIO()
+        buffered = reader.unreader.take_buffered()
+        if len(buffered) > reader.length:  # the start of a pipelined next request: not ours
+            reader.unreader.unread(buffered[reader.length:])
+            buffered = buffered[:reader.length]
+        reader.length -= len(buffered)
+        try:
+            if held or buffered:
+                upstream.sendall(held + buffered)
+            _splice(self.client, upstream, reader.length, read_timeout=self.timeout,
+                    write_timeout=upstream.gettimeout())
+        except _Broken as broken:
+            if broken.side == "sink":
+                raise broken.error from None  # the service's side: urllib3 reports it (or reads an early answer)
+            if isinstance(broken.error, TimeoutError):
+                raise ApiError(408, "request_timeout",
+                               f"The request body stalled for {self.timeout:.0f} s.") from None
+            raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.") from None
+        reader.length = 0
+        stream.failed = False
 
 
 class _BodyReader:

@@ -387,3 +387,133 @@ def test_websocket_tunnels_are_capped_so_http_keeps_its_threads(tmp_path, upstre
         holder.close()
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def _short_upstream(size: int, sent: int, stall: float = 0.0) -> tuple[socket.socket, str]:
+    """An upstream announcing `size` bytes, sending `sent` of them, then (after `stall` s) closing."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                               + f"Content-Length: {size}\r\n\r\n".encode() + b"x" * sent)
+            time.sleep(stall)
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def _raw_request(port: int, head: bytes, body: bytes, *, shut: bool = False, timeout: float = 15) -> bytes:
+    """Sends a head and part of a body over one socket; the gateway's whole answer (until it closes)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body)
+        if shut:
+            sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(timeout)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        return answer
+
+
+@pytest.mark.e2e
+def test_large_bodies_are_spliced_intact_over_kept_alive_connections(tmp_path, upstreams):
+    """Bodies of 1 MiB and more go socket to socket (splice); a connection keeps serving requests after them."""
+    url, _port, proc = _start_gateway(tmp_path, upstreams)
+    try:
+        with requests.Session() as session:
+            for mib in (1, 8, 3):
+                body = Repeated(os.urandom(256 * 1024 + 17), mib * 4)  # odd sizes: pieces never line up
+                size = len(body)
+                seen = session.patch(url + "/api/uploads/big", data=body, timeout=60).json()
+                assert seen["size"] == size and seen["sha256"] == body.digest.hexdigest()
+                with session.get(url + f"/api/stream/big/download?mib={mib}", timeout=60) as download:
+                    assert download.status_code == 200
+                    assert download.headers["Content-Length"] == str(mib * 1024 * 1024)
+                    assert download.content == b"r" * (mib * 1024 * 1024)
+                assert session.get(url + "/api/auth/ping", timeout=10).json()["service"] == "auth"
+            head = session.head(url + "/api/stream/big/download?mib=2", timeout=10)
+            assert head.status_code == 200 and head.content == b""
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.mark.e2e
+def test_a_spliced_body_cut_short_on_either_side(tmp_path, upstreams):
+    """A client stalling or ending early mid-upload gets 408 / 400; an upstream ending early mid-download cuts
+    the client's connection (a short body, never a silently truncated 200)."""
+    size = 4 * 1024 * 1024
+    listener, short_url = _short_upstream(size, 3 * 1024 * 1024)
+    url, port, proc = _start_gateway(tmp_path, upstreams, CLIENT_BODY_TIMEOUT="2", STREAM_URL=short_url)
+    try:
+        head = (b"PATCH /api/uploads/cut HTTP/1.1\r\nHost: x\r\nContent-Type: application/offset+octet-stream\r\n"
+                + f"Content-Length: {size}\r\n\r\n".encode())
+        started = time.monotonic()
+        stalled = _raw_request(port, head, b"s" * (2 * 1024 * 1024))
+        assert stalled.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in stalled, stalled[:300]
+        assert time.monotonic() - started < 10
+        short = _raw_request(port, head, b"s" * (2 * 1024 * 1024), shut=True)
+        assert short.startswith(b"HTTP/1.1 400") and b'"incomplete_body"' in short, short[:300]
+        assert not any(s["uri"] == "/api/uploads/cut" for s in upstreams["upload"].seen)
+
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.get(url + "/api/stream/cut", timeout=30).content  # noqa: B018 - reading is the test
+        assert requests.get(url + "/api/auth/ping", timeout=10).status_code == 200  # the gateway carries on
+    finally:
+        listener.close()
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+
+
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        near = socket.create_connection(listener.getsockname())
+        far, _ = listener.accept()
+    return near, far
+
+
+@pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux-only")
+def test_splice_moves_exactly_its_count_and_names_the_side_that_failed():
+    from reelhouse_gateway.proxy import _Broken, _splice
+
+    (client, source), (sink, reader) = _tcp_pair(), _tcp_pair()
+    try:
+        source.settimeout(7.0)
+        data = os.urandom(3 * 1024 * 1024 + 5)
+        threading.Thread(target=client.sendall, args=(data,), daemon=True).start()
+        received = bytearray()
+
+        def drain():
+            while len(received) < len(data) - 5 and (chunk := reader.recv(1 << 20)):
+                received.extend(chunk)
+
+        drainer = threading.Thread(target=drain)
+        drainer.start()
+        _splice(source, sink, len(data) - 5, read_timeout=5, write_timeout=5)
+        drainer.join(10)
+        assert bytes(received) == data[:-5]
+        assert source.gettimeout() == 7.0 and sink.gettimeout() is None  # both restored
+        assert source.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
+        assert source.recv(100) == data[-5:]  # what was not asked for stays in the source
+
+        with pytest.raises(_Broken) as stalled:  # nothing comes
+            _splice(source, sink, 10, read_timeout=0.3, write_timeout=5)
+        assert stalled.value.side == "source" and isinstance(stalled.value.error, TimeoutError)
+        client.sendall(b"x" * 100)
+        client.close()
+        with pytest.raises(_Broken) as short:  # the source ends early
+            _splice(source, sink, 1000, read_timeout=5, write_timeout=5)
+        assert short.value.side == "source" and isinstance(short.value.error, EOFError)
+        assert reader.recv(1000) == b"x" * 100
+    finally:
+        for sock in (client, source, sink, reader):
+            sock.close()
