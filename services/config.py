@@ -47,6 +47,7 @@ class Config:
     client_body_timeout: float = 60.0
     rate_limit_storage_url: str = "memory://"
     login_rate_limit: str = "15 per 5 minutes"
+    account_login_rate_limit: str = "10 per 15 minutes"
     register_rate_limit: str = "20 per hour"
     cors_origins: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -127,6 +128,7 @@ class Config:
             client_body_timeout=_float(env, "CLIENT_BODY_TIMEOUT", 60.0, 1.0, 3600.0),
             rate_limit_storage_url=env.get("RATE_LIMIT_STORAGE_URL") or "memory://",
             login_rate_limit=env.get("AUTH_LOGIN_RATE_LIMIT") or "15 per 5 minutes",
+            account_login_rate_limit=env.get("AUTH_ACCOUNT_LOGIN_RATE_LIMIT") or "10 per 15 minutes",
             register_rate_limit=env.get("AUTH_REGISTER_RATE_LIMIT") or "20 per hour",
             cors_origins=tuple(o.strip() for o in env.get("CORS_ORIGINS", "").split(",") if o.strip()),
             log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
@@ -185,6 +187,7 @@ class Config:
             except (pymongo.errors.PyMongoError, ValueError) as error:
                 raise ConfigError(f"DATABASE_URL: {self.database_url!r} is not a MongoDB URL ({error})") from None
         for name, value in (("AUTH_LOGIN_RATE_LIMIT", self.login_rate_limit),
+                            ("AUTH_ACCOUNT_LOGIN_RATE_LIMIT", self.account_login_rate_limit),
                             ("AUTH_REGISTER_RATE_LIMIT", self.register_rate_limit),
                             ("API_RATE_LIMIT_PER_ADDRESS", self.api_rate_limit_per_address),
                             ("API_RATE_LIMIT_PER_TENANT", self.api_rate_limit_per_tenant)):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import sys
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
@@ -55,5 +57,32 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):
+        storage = storage_error(error)
+        if storage is not None:
+            log.warning("storage trouble on %s %s: %r", request.method, request.path, error)
+            return _api_error(storage)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "Something went wrong on our side; it has been logged.")
+
+
+def storage_error(error: BaseException) -> ApiError | None:
+    """The contract's answer to a failing object store, which is not the request's fault: 507 when the disk is
+    full, 503 when S3 is unreachable, timing out or failing on its side; None for any other error."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ApiError(507, "insufficient_storage", "The storage is full; nothing of this request was kept. "
+                        "Retry later.", headers={"Retry-After": "60"})
+    if _s3_unavailable(error):
+        return ApiError(503, "storage_unavailable", "The storage cannot be reached right now; retry shortly.",
+                        headers={"Retry-After": "10"})
+    return None
+
+
+def _s3_unavailable(error: BaseException) -> bool:
+    boto = sys.modules.get("botocore.exceptions")  # never imported: no S3 store in this process
+    if boto is None:
+        return False
+    if isinstance(error, boto.ConnectionError | boto.HTTPClientError):
+        return True  # refused, reset, timed out
+    if isinstance(error, boto.ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500  # SlowDown, InternalError
+    return False

@@ -10,6 +10,12 @@ import av
 SNIFF_BYTES = 512
 MAX_SIDE = 8192
 MAX_PIXELS = 7680 * 4320  # 8K UHD: larger frames could take the worker's whole memory to decode and scale
+# A file claiming hours of video in a few kilobytes (frames far apart) would keep a worker encoding repeated
+# frames for hours: real video, even a still picture with silence, needs far more bytes per second than this.
+MIN_BYTES_PER_SECOND = 125
+DENSITY_CHECK_AFTER = 600.0  # seconds: short clips may be tiny
+# Real files carry a video track, a few audio languages and subtitles; hundreds of streams only cost memory.
+MAX_STREAMS = 64
 
 # Demuxers ffmpeg may use on an upload: containers only, never playlists, concat lists or image pipes that could
 # make it read other files.
@@ -72,15 +78,20 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
         "format_whitelist": FORMAT_WHITELIST,
         "probesize": str(32 * 1024 * 1024),
         "analyzeduration": str(20 * 1_000_000),
+        # Decoders refuse larger frames before allocating them (a header claiming 15360×15360 took 650 MiB).
+        "max_pixels": str(MAX_PIXELS),
     }
     try:
         container = av.open(source, options=options, timeout=(timeout, timeout))
     except Exception as error:  # PyAV raises many kinds for hostile input; every one means "not usable"
         raise MediaError(f"The file cannot be read as a video ({_reason(error)}).") from None
     try:
+        if len(container.streams) > MAX_STREAMS:
+            raise MediaError(f"The file has {len(container.streams)} streams; at most {MAX_STREAMS} are accepted.")
         if not container.streams.video:
             raise MediaError("The file has no video stream.")
         stream = container.streams.video[0]
+        _check_frame_size(stream.codec_context.width, stream.codec_context.height)  # the header's claim
         # Generators over a container are closed before the container is: one collected later (maybe in another
         # thread) would touch freed native memory.
         decoder = container.decode(stream)
@@ -92,11 +103,11 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
             decoder.close()
         if frame is None:
             raise MediaError("The video stream has no frames.")
-        if max(frame.width, frame.height) > MAX_SIDE or frame.width * frame.height > MAX_PIXELS:
-            raise MediaError(f"The video is {frame.width}×{frame.height}; the largest accepted is 7680×4320 (8K).")
+        _check_frame_size(frame.width, frame.height)
         duration = _duration(container, stream)
         if duration is None or duration <= 0:
             raise MediaError("The video has no duration (is the file truncated?).")
+        _check_density(duration, container.size)
         # The video track's own length: a still picture over a longer song is complete, not truncated.
         track = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else duration
         _check_complete(container, stream, min(duration, track))
@@ -110,6 +121,17 @@ def probe(source: str | Path, *, timeout: float = 20) -> Probe:
         )
     finally:
         container.close()
+
+
+def _check_frame_size(width: int, height: int) -> None:
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise MediaError(f"The video is {width}×{height}; the largest accepted is 7680×4320 (8K).")
+
+
+def _check_density(duration: float, size: int) -> None:
+    if duration > DENSITY_CHECK_AFTER and 0 < size < duration * MIN_BYTES_PER_SECOND:
+        raise MediaError(f"The file claims to last {duration / 3600:.1f} h but holds only {size} bytes; a video "
+                         "that long cannot be this small.")
 
 
 def _check_complete(container, stream, duration: float) -> None:

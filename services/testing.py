@@ -252,8 +252,8 @@ class HttpClient:
 
 # --- end-to-end helpers: a running deployment driven over HTTP and Socket.IO like a user would ---------------
 
-CONTRACT_EVENTS = ("video.status", "video.progress", "video.rendition_ready", "video.ready", "video.failed",
-                   "video.deleted")
+CONTRACT_EVENTS = ("video.status", "video.progress", "video.playable", "video.rendition_ready", "video.ready",
+                   "video.failed", "video.deleted")
 
 
 def make_clip(path: Path, seconds: float, size: str = "320x180", preset: str = "ultrafast") -> Path:
@@ -407,3 +407,167 @@ class ClusterDeployment:
         from reelhouse_gateway import cluster
 
         assert cluster.stop_detached(self.dir)
+
+
+# --- reliability helpers: tus by hand, so tests can cut a request anywhere ----------------------------------
+
+TUS_HEADERS = {"Tus-Resumable": "1.0.0"}
+OCTET_STREAM = "application/offset+octet-stream"
+
+
+def padded_clip(path: Path, size: int, seed: int = 0) -> Path:
+    """A real (2 s) H.264/AAC MP4 grown to exactly `size` bytes by a trailing `free` box of seeded random bytes:
+    it passes the upload's probe, and its bytes are incompressible and position-dependent (a lost or repeated
+    byte anywhere changes the sha256)."""
+    import random
+    import struct
+
+    clip = make_clip(path.with_suffix(".clip.mp4"), 2)
+    head = clip.read_bytes()
+    clip.unlink()
+    pad = size - len(head)
+    assert pad >= 8, f"{size} bytes cannot hold the clip ({len(head)} bytes)"
+    path.write_bytes(head + struct.pack(">I", pad) + b"free" + random.Random(seed).randbytes(pad - 8))
+    return path
+
+
+def tus_create(url: str, token: str, length: int, title: str = "Clip", timeout: float = 30):
+    """POST /api/uploads; the response (Location on 201)."""
+    import base64
+
+    import requests
+
+    return requests.post(url + "/api/uploads", timeout=timeout, headers={
+        **TUS_HEADERS, "Authorization": f"Bearer {token}", "Upload-Length": str(length),
+        "Upload-Metadata": f"title {base64.b64encode(title.encode()).decode()}"})
+
+
+def tus_patch(url: str, token: str, location: str, offset: int, body: bytes, timeout: float = 60):
+    import requests
+
+    return requests.patch(url + location, data=body, timeout=timeout, headers={
+        **TUS_HEADERS, "Authorization": f"Bearer {token}", "Upload-Offset": str(offset),
+        "Content-Type": OCTET_STREAM})
+
+
+def tus_settled_offset(url: str, token: str, location: str, timeout: float = 30) -> int:
+    """The upload's offset once no request holds it any more (an interrupted PATCH commits what arrived and
+    lets go; a crashed server's lease runs out): an empty PATCH at the HEAD offset answers 204 only then."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        head = requests.head(url + location, timeout=10, headers={**TUS_HEADERS, "Authorization": f"Bearer {token}"})
+        assert head.status_code == 200, (head.status_code, head.headers)
+        offset = int(head.headers["Upload-Offset"])
+        probe = tus_patch(url, token, location, offset, b"", timeout=10)
+        if probe.status_code == 204:
+            return int(probe.headers["Upload-Offset"])
+        assert probe.status_code == 409, (probe.status_code, probe.text)  # busy, or moved on meanwhile
+        assert time.monotonic() < deadline, f"upload still busy after {timeout} s: {probe.text}"
+        time.sleep(0.2)
+
+
+def open_partial_patch(url: str, token: str, location: str, offset: int, length: int) -> socket.socket:
+    """A raw PATCH announcing `length` body bytes with only its headers sent: the caller sends some of the body,
+    then closes the socket (a dropped connection) or reads the answer."""
+    host, port = url.split("://", 1)[1].split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall((f"PATCH {location} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+                  f"Tus-Resumable: 1.0.0\r\nUpload-Offset: {offset}\r\nContent-Type: {OCTET_STREAM}\r\n"
+                  f"Content-Length: {length}\r\n\r\n").encode())
+    return sock
+
+
+def sha256_of(stream) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    while chunk := stream.read(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- reliability helpers: a cluster's videos, and whether their HLS is whole ---------------------------------
+
+def wait_videos(url: str, token: str, video_ids, timeout: float, until=("ready", "failed")) -> dict[str, dict]:
+    """Poll GET /api/videos/<id> until every video's status is in `until`; the last record of each."""
+    import requests
+
+    auth, records = {"Authorization": f"Bearer {token}"}, {}
+    deadline = time.monotonic() + timeout
+    pending = list(video_ids)
+    while pending:
+        for video_id in list(pending):
+            response = requests.get(f"{url}/api/videos/{video_id}", headers=auth, timeout=30)
+            if response.status_code == 200:
+                records[video_id] = response.json()
+                if records[video_id]["status"] in until:
+                    pending.remove(video_id)
+        if pending and time.monotonic() > deadline:
+            raise AssertionError(f"not {until} within {timeout} s: "
+                                 f"{ {v: records.get(v, {}).get('status') for v in pending} }")
+        if pending:
+            time.sleep(0.5)
+    return records
+
+
+def _media_playlists(master_url: str, master: str) -> list[str]:
+    import re
+    from urllib.parse import urljoin
+
+    uris = [line for line in master.splitlines() if line and not line.startswith("#")]
+    uris += re.findall(r'#EXT-X-MEDIA:.*URI="([^"]+)"', master)
+    return [urljoin(master_url, uri) for uri in uris]
+
+
+def check_vod(url: str, video: dict) -> dict[str, dict]:
+    """A `ready` video's HLS is whole: each media playlist is VOD (#EXT-X-ENDLIST), names every segment once, every
+    segment (and the init segment) answers 200 with bytes, the #EXTINF durations add up to the source's duration,
+    and init + segments decode (PyAV) to as many seconds. Returns {playlist path: {segments, extinf, decoded}}."""
+    import io
+    import re
+    from urllib.parse import urljoin, urlsplit
+
+    import av
+    import requests
+
+    master_url = url + video["playback"]["hls_url"]
+    master = requests.get(master_url, timeout=30)
+    assert master.status_code == 200 and master.text.startswith("#EXTM3U"), (master.status_code, master.text[:300])
+    source, found = float(video["duration"]), {}
+    for playlist_url in _media_playlists(master_url, master.text):
+        text = requests.get(playlist_url, timeout=30).text
+        name = urlsplit(playlist_url).path.rsplit("/", 2)[-2]
+        assert text.rstrip().endswith("#EXT-X-ENDLIST"), (name, text[-300:])
+        segments = [line for line in text.splitlines() if line and not line.startswith("#")]
+        paths = [uri.split("?")[0] for uri in segments]
+        assert segments and len(set(paths)) == len(paths), (name, paths)  # none listed twice
+        extinf = sum(float(value) for value in re.findall(r"#EXTINF:([\d.]+)", text))
+        assert abs(extinf - source) <= 0.5, (name, extinf, source)
+        init = re.search(r'#EXT-X-MAP:URI="([^"]+)"', text)
+        whole = io.BytesIO()
+        for uri in ([init.group(1)] if init else []) + segments:
+            response = requests.get(urljoin(playlist_url, uri), timeout=30)
+            assert response.status_code == 200 and response.content, (name, uri, response.status_code)
+            whole.write(response.content)
+        whole.seek(0)
+        decoded = _decoded_seconds(av, whole)
+        assert abs(decoded - source) <= 0.5, (name, decoded, source)
+        found[name] = {"segments": len(segments), "extinf": round(extinf, 3), "decoded": round(decoded, 3)}
+    assert found, master.text
+    return found
+
+
+def _decoded_seconds(av, data) -> float:
+    """Seconds of media that decode from `data`: the end of the last frame of its first stream."""
+    with av.open(data) as container:
+        stream = container.streams[0]
+        end = 0.0
+        for frame in container.decode(stream):
+            if frame.time is None:
+                continue
+            length = (frame.samples / frame.sample_rate) if stream.type == "audio" else float(
+                1 / (stream.average_rate or 25))
+            end = max(end, frame.time + length)
+    return end

@@ -45,6 +45,8 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
     """`name` is the service's name in logs, metrics and /healthz; `import_name` locates its package."""
     ensure_logging(deps.config.log_level)
     app = Flask(import_name)
+    # `//` in a path (an id that decodes to `../`) is a 404 like any unknown path, not a 308 to a merged path.
+    app.url_map.merge_slashes = False
     app.config["SERVICE_NAME"] = name
     app.json.ensure_ascii = False
     app.json.sort_keys = False
@@ -86,11 +88,25 @@ def create_base_app(name: str, deps: Any, readiness: Mapping[str, Check] | None 
     register_error_handlers(app)
     add_ops_routes(app)
     install_cors(app, deps.config.cors_origins)
+    app.after_request(secure_headers)
     if deps.config.trusted_proxies:
         # Behind an ingress, the client's address is in X-Forwarded-For (rate limits are per address).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=deps.config.trusted_proxies,
                                 x_proto=deps.config.trusted_proxies, x_host=deps.config.trusted_proxies)
     return app
+
+
+# API answers are never meant to be rendered: a JSON error echoing user input cannot become a page, be framed
+# or leak its URL (playback tokens ride in query strings) to another site. Pages set their own policy first.
+API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'"
+
+
+def secure_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    if response.mimetype in ("application/json", "text/html", "text/plain"):
+        response.headers.setdefault("Content-Security-Policy", API_POLICY)
+    return response
 
 
 def rate_limiter(app: Flask, key_func: Callable[[], str], config: Any, component: str) -> Limiter:

@@ -8,6 +8,7 @@ from flask_limiter.util import get_remote_address
 
 from auth_service import sessions, users
 from auth_service.accounts import Accounts
+from auth_service.lockout import AccountLockout
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
 from services.web import create_base_app, rate_limiter
@@ -26,6 +27,8 @@ def create_app(config: Config | None = None, deps: Dependencies | None = None) -
     app.register_blueprint(users.bp)
     limiter = rate_limiter(app, get_remote_address, deps.config, "auth")
     app.extensions["reelhouse.readiness"]["rate_limits"] = lambda: _check_storage(limiter)
+    app.extensions["lockout"] = AccountLockout(limiter, deps.config.account_login_rate_limit,
+                                               deps.config.refresh_token_ttl, f"{deps.config.broker_namespace}-account")
     for endpoint, limit in (("sessions.login", deps.config.login_rate_limit),
                             ("sessions.register", deps.config.register_rate_limit)):
         # Wrapped per app (not at import) so the limit comes from this app's config.

@@ -35,7 +35,15 @@ def register():
 def login():
     body = fields(json_body(), {"email": str, "password": str}, {"tenant": str, "session": str})
     mode = _session_mode(body)
-    user = accounts().authenticate(body["email"], body["password"], body.get("tenant"))
+    lockout = current_app.extensions["lockout"]
+    lockout.check(body["email"], request.remote_addr or "")
+    try:
+        user = accounts().authenticate(body["email"], body["password"], body.get("tenant"))
+    except ApiError as error:
+        if error.status == 401:
+            lockout.failed(body["email"])
+        raise
+    lockout.succeeded(body["email"], request.remote_addr or "")
     return _with_tokens({"user": public_user(user)}, accounts().issue_tokens(user), mode)
 
 

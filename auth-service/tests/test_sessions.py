@@ -176,6 +176,27 @@ class TestAccessTokens:
     def test_wrong_claims(self, app, api, session, claim, value):
         assert_error(self.me(api, self.sign(app, self.claims(app, session, **{claim: value}))), 401, "invalid_token")
 
+    @pytest.mark.parametrize("kid", ["unknown-kid", None])
+    def test_unknown_or_missing_kid(self, app, api, session, kid):
+        key = _accounts(app).key
+        headers = {"kid": kid} if kid else {}
+        token = jwt.encode(self.claims(app, session), key.private_key, algorithm=key.algorithm, headers=headers)
+        if not kid:
+            assert "kid" not in jwt.get_unverified_header(token)
+        assert_error(self.me(api, token), 401, "invalid_token")
+
+    @pytest.mark.parametrize("claim", ["nbf", "iat"])
+    def test_not_yet_valid(self, app, api, session, claim):
+        future = int(time.time()) + 3600
+        claims = self.claims(app, session, **{claim: future, "exp": future + 900})
+        assert_error(self.me(api, self.sign(app, claims)), 401, "invalid_token")
+
+    @pytest.mark.parametrize("claim,value", [("sub", "someone-else"), ("tid", "another-tenant"), ("role", "admin")])
+    def test_tampered_payload_keeps_no_signature(self, app, api, session, claim, value):
+        header, _payload, signature = session["access_token"].split(".")
+        token = f"{header}.{_b64(self.claims(app, session, **{claim: value}))}.{signature}"
+        assert_error(self.me(api, token), 401, "invalid_token")
+
     def test_missing_exp(self, app, api, session):
         claims = self.claims(app, session)
         del claims["exp"]
@@ -406,6 +427,31 @@ class TestRateLimits:
         elsewhere = api.client.post("/api/auth/login", json={"email": "admin@acme.test", "password": STRONG_PASSWORD},
                                     environ_base={"REMOTE_ADDR": "10.9.8.7"})
         assert elsewhere.status_code == 200
+
+
+class TestAccountLockout:
+    """Failed logins per account, from any address (AUTH_ACCOUNT_LOGIN_RATE_LIMIT)."""
+
+    @pytest.fixture
+    def config(self, make_config):
+        return make_config(AUTH_LOGIN_RATE_LIMIT="100 per minute", AUTH_ACCOUNT_LOGIN_RATE_LIMIT="3 per minute")
+
+    def login_from(self, api, address, password):
+        return api.client.post("/api/auth/login", json={"email": "admin@acme.test", "password": password},
+                               environ_base={"REMOTE_ADDR": address})
+
+    def test_failures_from_many_addresses_lock_the_account_but_not_its_known_address(self, api):
+        api.register()
+        assert self.login_from(api, "10.0.0.1", STRONG_PASSWORD).status_code == 200  # the owner's usual address
+        failures = [self.login_from(api, f"10.1.0.{n}", "wrong password!!").status_code for n in range(3)]
+        assert failures == [401, 401, 401]
+        locked = self.login_from(api, "10.2.0.1", STRONG_PASSWORD)  # even the right password, from elsewhere
+        assert_error(locked, 429, "rate_limited")
+        assert int(locked.headers["Retry-After"]) > 0
+        assert self.login_from(api, "10.0.0.1", STRONG_PASSWORD).status_code == 200
+        other = api.client.post("/api/auth/login", json={"email": "nobody@acme.test", "password": STRONG_PASSWORD},
+                                environ_base={"REMOTE_ADDR": "10.2.0.1"})
+        assert_error(other, 401, "invalid_credentials")  # another account is not locked
 
 
 @pytest.mark.parametrize("raw", [b"[" * 30000 + b"]" * 30000, b'{"email": "a\\ud800@x.test", "password": "p"}',

@@ -547,12 +547,17 @@ RANGE = {"name": "Range", "in": "header", "schema": {"type": "string"},
          "description": "RFC 9110 byte ranges: `bytes=a-b`, `bytes=a-`, `bytes=-n`; several → multipart/byteranges."}
 
 
-def _stream_op(summary: str, media_type: str, *, ranged: bool = True, extra: dict | None = None) -> dict:
-    body = {"description": "OK", "content": {media_type: {"schema": {"type": "string", "format": "binary"}}}}
+def _stream_op(summary: str, media_type: str | tuple[str, ...], *, ranged: bool = True,
+               extra: dict | None = None) -> dict:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    media_types = (media_type,) if isinstance(media_type, str) else media_type
+    body = {"description": "OK", "content": dict.fromkeys(media_types, binary)}
     responses = {"200": body, "304": {"description": "Not modified (If-None-Match / If-Modified-Since)"},
                  **STREAM_ERRORS, **(extra or {})}
     if ranged:
-        responses["206"] = {"description": "Partial content (Content-Range)", "content": body["content"]}
+        # several ranges in one request are answered as multipart/byteranges
+        responses["206"] = {"description": "Partial content (Content-Range)",
+                            "content": {**body["content"], "multipart/byteranges": binary}}
     else:
         responses.pop("416")
     parameters = [_param("video_id"), TOKEN] + ([RANGE] if ranged else [])
@@ -564,7 +569,7 @@ def _stream_paths() -> dict[str, dict]:
     base = "/api/stream/{video_id}"
     playlist = "application/vnd.apple.mpegurl"
     hls_file = _stream_op("A rendition's playlist (every URI carries the token), init segment or media segment",
-                          "video/iso.segment")
+                          (playlist, "video/mp4", "video/iso.segment"))
     hls_file["get"]["parameters"] += [
         {"name": "rendition", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]+p$"}},
         {"name": "filename", "in": "path", "required": True,

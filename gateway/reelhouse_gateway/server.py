@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 from services.config import Config, ConfigError
@@ -20,6 +22,20 @@ LOG_CONFIG = {
         "gunicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
     },
 }
+
+
+ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+               431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
+
+
+def write_json_error(sock, status: int, reason: str, message: str) -> None:
+    """gunicorn's answer to a request it refuses before the app sees it (a request line or headers too large or
+    malformed), in the contract's error shape instead of gunicorn's HTML page."""
+    body = json.dumps({"error": {"code": ERROR_CODES.get(status, "bad_request"),
+                                 "message": f"{reason}: {message}" if message else reason}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class EmbeddedServer(BaseApplication):
@@ -50,6 +66,8 @@ class EmbeddedServer(BaseApplication):
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # The worker calls `util.write_error` for the requests it refuses itself; set before it is forked.
+        gunicorn_util.write_error = write_json_error
 
     def load(self):
         from reelhouse_gateway import create_app, create_proxy_app

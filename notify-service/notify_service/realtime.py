@@ -192,6 +192,14 @@ class Realtime:
         self._stop.set()
         self.subscription.close()
 
+    def disconnect_everyone(self) -> None:
+        """Close every socket (the server is going away): clients reconnect, through the ingress, to a replica
+        that stays, instead of being cut off when the graceful timeout runs out."""
+        try:
+            self.socketio.server.eio.disconnect()
+        except Exception:  # noqa: BLE001 - shutting down: a socket that will not close goes with the process
+            log.warning("closing the sockets on shutdown failed", exc_info=True)
+
     # -- fan-out --------------------------------------------------------------------------------------------
     def _video(self, video_id: str, *, fresh: bool = False) -> dict | None:
         now = time.monotonic()

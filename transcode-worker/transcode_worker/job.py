@@ -18,6 +18,7 @@ from typing import Any
 
 from services import keys
 from services.bootstrap import Dependencies
+from services.errors import storage_error
 from services.local_files import available_locally
 from services.media import MediaError, probe
 from services.ports import Delivery
@@ -84,11 +85,12 @@ class JobReport:
         self._publish({"renditions": list(self.renditions)},
                       [("video.rendition_ready", {"rendition": rendition["name"]})])
 
+    # video.playable tells open pages and API clients to fetch the video now: a URL they can play has appeared.
     def original_ready(self) -> None:
-        self._publish({"original_playable": True}, [])
+        self._publish({"original_playable": True}, [("video.playable", {"playback": "original"})])
 
     def hls_started(self) -> None:
-        self._publish({"hls_available": True}, [])
+        self._publish({"hls_available": True}, [("video.playable", {"playback": "hls"})])
 
 
 def remove_outputs(deps: Dependencies, tenant_id: str, video_id: str) -> None:
@@ -229,7 +231,13 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
         # Held while the job runs; a worker that dies (SIGKILL, OOM) releases it, so the next one starting on
         # this disk knows the directory is garbage (sweep_stale_job_dirs).
         fcntl.flock(lock, fcntl.LOCK_EX)
-        media = probe(source)
+        try:
+            media = probe(source)
+        except MediaError:
+            # Read over a presigned URL, an unreachable store looks like an unreadable file: only a store that
+            # answers may condemn it (and delete the upload); otherwise the job is retried.
+            deps.objects.stat(source_key)
+            raise
         return transcode(deps.objects, source, media, tenant_id, video_id, work_dir=work_dir,
                          on_progress=report.progress, on_rendition_ready=report.rendition_ready,
                          on_original_ready=report.original_ready, on_hls_ready=report.hls_started, cancel=cancel)
@@ -238,9 +246,12 @@ def _transcode(deps: Dependencies, source_key: str, tenant_id: str, video_id: st
 def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str, keep_original: bool = False) -> None:
     """Bad media: everything goes. Repeated failures of a good file: the upload stays, to be processed again."""
     original = keys.original_key(tenant_id, video_id)
-    for info in list(deps.objects.list(keys.video_prefix(tenant_id, video_id))):
-        if not (keep_original and info.key == original):
-            deps.objects.delete(info.key)
+    try:
+        for info in list(deps.objects.list(keys.video_prefix(tenant_id, video_id))):
+            if not (keep_original and info.key == original):
+                deps.objects.delete(info.key)
+    except Exception as trouble:  # the store is down: the video fails all the same; its files go when it is deleted
+        log.warning("could not remove the files of failed video %s: %s", video_id, _reason(trouble))
     changes = {"status": "failed", "error": error, "progress": 0, "hls_available": False,
                "original_playable": False}
     if not keep_original:
@@ -252,5 +263,8 @@ def _fail(deps: Dependencies, tenant_id: str, video_id: str, error: str, keep_or
 
 
 def _reason(error: Exception) -> str:
+    storage = storage_error(error)
+    if storage is not None:  # not the store's URL or a botocore message: what happened, for the user
+        return f"{storage.code.replace('_', ' ')} ({type(error).__name__})"
     text = str(error).strip().splitlines()
     return (text[-1] if text else type(error).__name__)[:300]

@@ -58,8 +58,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"reelhouse up exited early:\n{self.log.read_text()}")
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+            with contextlib.suppress(requests.RequestException):  # not up yet, or too busy to answer
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
             time.sleep(0.1)
         raise AssertionError(f"reelhouse up did not answer within {timeout} s:\n{self.log.read_text()}")

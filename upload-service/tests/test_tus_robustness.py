@@ -47,9 +47,12 @@ def test_a_queue_outage_is_covered_by_the_outbox(api, editor, deps, media):
     assert video_of(api, editor, location)["status"] == "uploaded"
     assert deps.metadata.videos.get(video_id)["job_pending"] is True and deps.jobs.published == []
     assert sweep(deps, assembler_of(api), now=time.time() + 120)["enqueued"] == 0  # still down: still owed
+    assert deps.metadata.videos.get(video_id)["job_publish_failed"] is True  # its request gave up and said so
     deps.jobs.broken = False
+    deps.metadata.videos.update(video_id, {"job_publish_failed": False})  # as if a request were still publishing
     assert sweep(deps, assembler_of(api))["enqueued"] == 0  # too recent: the request may still be publishing
-    assert sweep(deps, assembler_of(api), now=time.time() + 120)["enqueued"] == 1
+    deps.metadata.videos.update(video_id, {"job_publish_failed": True})
+    assert sweep(deps, assembler_of(api))["enqueued"] == 1  # nobody else publishes it: at once
     assert [job["video_id"] for _, job in deps.jobs.published] == [video_id]
     assert deps.metadata.videos.get(video_id)["job_pending"] is False
     assert sweep(deps, assembler_of(api), now=time.time() + 120)["enqueued"] == 0  # published once

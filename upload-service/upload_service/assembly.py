@@ -9,6 +9,7 @@ same content and simply replaces the first copy.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from services import keys
-from services.errors import ApiError
+from services.errors import ApiError, storage_error
 from services.ports import MultipartUploads, ObjectInfo, ObjectNotFound, ObjectStore
 
 CHUNK = 1024 * 1024
@@ -47,6 +48,10 @@ class Assembler(ABC):
     @abstractmethod
     def discard(self, upload: dict[str, Any]) -> None:
         """Forget every byte of an unfinished upload."""
+
+    def check_space(self, length: int) -> None:
+        """ApiError 507 when `length` more bytes cannot be stored now (a local disk); S3 has no such limit."""
+        return None
 
 
 def assembler_for(store: ObjectStore, part_size: int) -> Assembler:
@@ -83,21 +88,39 @@ class FileAssembler(Assembler):
         path, offset = self._path(upload), upload["offset"]
         if offset and (not path.exists() or path.stat().st_size < offset):
             raise ApiError(410, "upload_lost", "The bytes received so far were lost; start the upload again.")
-        with open(path, "r+b" if path.exists() else "w+b") as f:
-            f.truncate(offset)  # bytes a crashed request wrote past the last committed offset
-            f.seek(offset)
-            position = offset
-            while True:
-                copied, interrupted = _drain(read, f.write, FILE_CHECKPOINT_BYTES)
-                position += copied
-                if copied < FILE_CHECKPOINT_BYTES or interrupted:
-                    break
+        position = committed = offset
+        try:
+            with open(path, "r+b" if path.exists() else "w+b") as f:
+                f.truncate(offset)  # bytes a crashed request wrote past the last committed offset
+                f.seek(offset)
+                while True:
+                    copied, interrupted = _drain(read, f.write, FILE_CHECKPOINT_BYTES)
+                    position += copied
+                    if copied < FILE_CHECKPOINT_BYTES or interrupted:
+                        break
+                    f.flush()
+                    os.fsync(f.fileno())
+                    committed = checkpoint({"offset": position})["offset"]
                 f.flush()
                 os.fsync(f.fileno())
-                checkpoint({"offset": position})
-            f.flush()
-            os.fsync(f.fileno())
+        except OSError as error:
+            full = storage_error(error)
+            if full is None:
+                raise
+            # The disk is full: give back what this request wrote, so other uploads and the services on this disk
+            # keep working; the client resumes from the committed offset once there is room.
+            if committed:
+                os.truncate(path, committed)
+            else:
+                path.unlink(missing_ok=True)
+            raise full from None
         return {"offset": position}
+
+    def check_space(self, length):
+        free = shutil.disk_usage(self.store.staging_path("probe").parent).free
+        if length > free:
+            raise ApiError(507, "insufficient_storage", "There is not enough storage space for this upload right "
+                           "now; retry later.", headers={"Retry-After": "60"})
 
     def finish(self, upload):
         key = keys.original_key(upload["tenant_id"], upload["id"])

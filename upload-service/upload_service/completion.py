@@ -70,9 +70,20 @@ def enqueue_transcode(deps: Dependencies, video: dict[str, Any]) -> bool:
     except Exception:
         log.warning("transcode job not queued yet; the sweeper will retry", exc_info=True,
                     extra={"video_id": video["id"]})
+        _mark_publish_failed(deps, video["id"])
         return False
-    deps.metadata.videos.update(video["id"], {"job_pending": False})
+    deps.metadata.videos.update(video["id"], {"job_pending": False, "job_publish_failed": False})
     return True
+
+
+def _mark_publish_failed(deps: Dependencies, video_id: str) -> None:
+    """Tell the sweeper nobody is publishing this job any more, so its next outbox pass may do it at once
+    (without the mark it waits STUCK_SECONDS, in case a request is still publishing)."""
+    try:
+        deps.metadata.videos.update(video_id, {"job_publish_failed": True})
+    except Exception:
+        log.warning("could not mark the job as owed; the sweeper finds it later", exc_info=True,
+                    extra={"video_id": video_id})
 
 
 def _fail(deps: Dependencies, upload: dict[str, Any], key: str, error: str, save: Save) -> dict | None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 TOMBSTONE_SECONDS = 7 * 24 * 3600
 STUCK_SECONDS = 60
 ORPHAN_SECONDS = 3600
+OUTBOX_INTERVAL = 5.0
 
 
 def _epoch(stamp: str) -> float:
@@ -53,11 +54,7 @@ def sweep(deps: Dependencies, assembler: Assembler, now: float | None = None) ->
             log.warning("completion retry failed: %s", error.message, extra={"video_id": upload["id"]})
         except Exception:
             log.exception("completion retry failed", extra={"video_id": upload["id"]})
-    done["enqueued"] = 0
-    owed = deps.metadata.videos.find({"job_pending": True, "status": "uploaded"}, per_page=200).items
-    for video in owed:  # the outbox: jobs a queue outage kept from being published
-        if _epoch(video["updated_at"]) <= now - STUCK_SECONDS and enqueue_transcode(deps, video):
-            done["enqueued"] += 1
+    done["enqueued"] = publish_owed(deps, now)
     try:
         done["aborted"] = _abort_orphans(deps, now)
     except Exception:
@@ -66,6 +63,22 @@ def sweep(deps: Dependencies, assembler: Assembler, now: float | None = None) ->
         old = {"state": state, "expires_at": {"$lt": now - TOMBSTONE_SECONDS}}
         done["forgotten"] += uploads.delete_where(old)
     return done
+
+
+def publish_owed(deps: Dependencies, now: float | None = None) -> int:
+    """The outbox: publish the jobs a queue outage kept from going out; stops at the first failure (still down).
+
+    A job whose request gave up (marked `job_publish_failed`) goes at once; an unmarked one only after
+    STUCK_SECONDS, as its request may still be publishing (or died before it could mark it)."""
+    now = time.time() if now is None else now
+    enqueued = 0
+    for video in deps.metadata.videos.find({"job_pending": True, "status": "uploaded"}, per_page=200).items:
+        if not video.get("job_publish_failed") and _epoch(video["updated_at"]) > now - STUCK_SECONDS:
+            continue
+        if not enqueue_transcode(deps, video):
+            break
+        enqueued += 1
+    return enqueued
 
 
 def _abort_orphans(deps: Dependencies, now: float) -> int:
@@ -95,16 +108,23 @@ def _age(initiated: datetime, now: float) -> float:
     return now - stamp.timestamp()
 
 
-def start_sweeper(deps: Dependencies, assembler: Assembler, interval: float = 300) -> threading.Event:
-    """A daemon thread sweeping every `interval` seconds; set the returned event to stop it."""
+def start_sweeper(deps: Dependencies, assembler: Assembler, interval: float = 300,
+                  outbox_interval: float = OUTBOX_INTERVAL) -> threading.Event:
+    """A daemon thread sweeping every `interval` seconds, and passing over the outbox every `outbox_interval`
+    (so jobs owed after a queue outage go out seconds after it ends); set the returned event to stop it."""
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
+        last_sweep = time.monotonic()
+        while not stop.wait(outbox_interval):
             try:
-                result = sweep(deps, assembler)
-                if any(result.values()):
-                    log.info("upload sweep", extra=result)
+                if time.monotonic() - last_sweep >= interval:
+                    last_sweep = time.monotonic()
+                    result = sweep(deps, assembler)
+                    if any(result.values()):
+                        log.info("upload sweep", extra=result)
+                elif enqueued := publish_owed(deps):
+                    log.info("published owed transcode jobs", extra={"enqueued": enqueued})
             except Exception:
                 log.exception("upload sweep failed")
 

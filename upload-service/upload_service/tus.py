@@ -97,6 +97,7 @@ def create():
     quota = config.tenant_quota_bytes
     if quota and tenant_usage(principal.tenant_id) + length > quota:
         raise ApiError(413, "quota_exceeded", "This organisation's storage quota would be exceeded.", quota=quota)
+    assembler().check_space(length)
 
     filename = clean_text(metadata.get("filename") or metadata.get("name"))
     title = clean_text(metadata.get("title")) or filename or "Untitled"
