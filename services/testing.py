@@ -51,8 +51,9 @@ class ReelhouseProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"reelhouse-{self.port}.log"
         environment = {**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(self.port), **env}
+        # A session of its own: a crash can be simulated (and a hung stop cleaned up) for the whole process group.
         self.proc = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"], env=environment,
-                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+                                     stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -66,12 +67,22 @@ class ReelhouseProcess:
         raise AssertionError(f"reelhouse up did not answer within 60 s:\n{self.log.read_text()}")
 
     def stop(self, timeout: float = 30) -> int:
-        self.proc.send_signal(signal.SIGTERM)
+        """SIGTERM and wait; if it does not end in time, SIGKILL its whole group, reap it, and raise."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self.kill()
             raise
+
+    def kill(self) -> None:
+        """SIGKILL the process and its gunicorn workers (and their ffmpeg), as a crash of the machine would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(30)
 
 
 def free_port() -> int:

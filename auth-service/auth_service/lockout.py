@@ -54,7 +54,13 @@ class AccountLockout:
         self._quietly(lambda: self.limiter.limiter.hit(self.limit, self.prefix, self._account(email)))
 
     def succeeded(self, email: str, address: str) -> None:
-        self._quietly(lambda: self.limiter.storage.incr(self._known_key(email, address), self.remember_seconds))
+        """Remember `address` for the account, for `remember_seconds` from this (the latest) login."""
+        key = self._known_key(email, address)
+
+        def remember() -> None:
+            self.limiter.storage.clear(key)  # incr keeps the first expiry: start the period again
+            self.limiter.storage.incr(key, self.remember_seconds)
+        self._quietly(remember)
 
     @staticmethod
     def _quietly(action) -> None:

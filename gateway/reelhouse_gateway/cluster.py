@@ -84,6 +84,7 @@ def nginx_config(run_dir: Path, port: int, gateway: int, notify: list[int]) -> s
     refused = "\n".join(
         f"    error_page {code} ={status} /__refused_{status};\n"
         f"    location = /__refused_{status} {{ internal; default_type application/json; "
+        f"add_header X-Content-Type-Options nosniff always; "
         f"return {status} '{json.dumps({'error': {'code': name, 'message': message}})}'; }}"
         for code, status, name, message in (
             (400, 400, "bad_request", "The request is malformed."),
@@ -125,6 +126,7 @@ http {{
     location = /__unavailable {{
       internal;
       default_type application/json;
+      add_header X-Content-Type-Options nosniff always;
       return 503 '{unavailable}';
     }}
     location /socket.io/ {{

@@ -34,7 +34,7 @@ def write_json_error(sock, status: int, reason: str, message: str) -> None:
     body = json.dumps({"error": {"code": ERROR_CODES.get(status, "bad_request"),
                                  "message": f"{reason}: {message}" if message else reason}}).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+            f"X-Content-Type-Options: nosniff\r\nContent-Length: {len(body)}\r\n\r\n")
     gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 

@@ -92,8 +92,16 @@ class PrivateRabbitMQ:
         assert result.returncode == 0, result.stderr
 
     def stop(self) -> None:
-        if self.ctl("stop", timeout=60).returncode != 0 and (self.root / "pid").exists():
-            subprocess.run(["kill", "-9", (self.root / "pid").read_text().strip()], check=False, timeout=10)
+        """Stop the node whatever state it is in (also half started, or with its app stopped), then remove it."""
+        try:
+            stopped = self.ctl("stop", timeout=60).returncode == 0
+        except subprocess.TimeoutExpired:
+            stopped = False
+        if not stopped:  # the node name is unique to this test: kill its Erlang VM by it
+            subprocess.run(["pkill", "-9", "-f", self.node.split("@")[0]], check=False, timeout=10)
+            time.sleep(1)
+        leftover = subprocess.run(["pgrep", "-f", self.node.split("@")[0]], capture_output=True, text=True)
+        assert not leftover.stdout.strip(), f"private RabbitMQ {self.node} still running: {leftover.stdout}"
         shutil.rmtree(self.root, ignore_errors=True)
 
     def log_tail(self) -> str:
@@ -148,38 +156,44 @@ def test_services_ride_out_a_broker_outage_and_no_job_is_lost(cluster, broker, t
     token, auth = account["token"], {"Authorization": f"Bearer {account['token']}"}
     queues = broker.ctl("list_queues", "name").stdout
     assert f"{cluster.state['namespace']}.jobs.express" in queues, queues  # the cluster runs on the private node
-    clips = [make_clip(tmp_path / f"c{n}.mp4", (RUNNING_SECONDS if n < JOBS_BEFORE else 4) + n, "640x360")
+    # 720p (four rungs) for the jobs that must still be transcoding when the broker goes, even on an idle machine
+    clips = [make_clip(tmp_path / f"c{n}.mp4", (RUNNING_SECONDS if n < JOBS_BEFORE else 4) + n,
+                       "1280x720" if n < JOBS_BEFORE else "640x360")
              for n in range(JOBS_BEFORE + UPLOADS_DURING + 2)]
     restarts = {name: cluster.service(name)["restarts"] for name in SERVICES}
     listener = EventListener(url, token)
     try:
-        # before: jobs transcoding, uploads half sent
-        running = [tus_upload(url, token, clip, f"Running {n}") for n, clip in enumerate(clips[:JOBS_BEFORE])]
-        wait_videos(url, token, running[:1], timeout=120, until=("processing", "ready"))
+        # before: uploads half sent, then jobs transcoding (the broker goes the moment the first one runs)
         halves = [_half_upload(url, token, clip, f"During {n}")
                   for n, clip in enumerate(clips[JOBS_BEFORE:JOBS_BEFORE + UPLOADS_DURING])]
+        running = [tus_upload(url, token, clip, f"Running {n}") for n, clip in enumerate(clips[:JOBS_BEFORE])]
+        wait_videos(url, token, running[:1], timeout=120, until=("processing", "ready"))
 
         broker.stop_app()
         down_at = time.monotonic()
-        in_progress = [v for v in running if _internal(cluster, v).get("status") == "processing"]
-        assert in_progress, "no job was transcoding when the broker went"
-        during = []
-        for location, offset, rest in halves:  # finished while the broker is away: answered, a job owed
-            began = time.monotonic()
-            response = tus_patch(url, token, location, offset, rest, timeout=60)
-            answered = time.monotonic() - began
-            assert response.status_code == 204 and answered < 30, (response.status_code, response.text, answered)
-            during.append((location.rsplit("/", 1)[1], answered))
-        whole = tus_upload(url, token, clips[-2], "Whole during")  # a whole upload in the outage too
-        during.append((whole, None))
-        for video_id, _ in during:
-            video = requests.get(f"{url}/api/videos/{video_id}", headers=auth, timeout=30).json()
-            record = _internal(cluster, video_id)
-            assert video["status"] == "uploaded" and record["job_pending"] is True, (video, record)
-            assert record.get("job_publish_failed") is True, record  # its request gave up: the outbox has it
-        ready_check = requests.get(url + "/readyz", timeout=30)
-        assert ready_check.status_code == 503, ready_check.text  # the upload service's queue check says so
-        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))  # at least that long, checks included
+        try:
+            in_progress = [v for v in running if _internal(cluster, v).get("status") == "processing"]
+            assert in_progress, "no job was transcoding when the broker went"
+            during = []
+            for location, offset, rest in halves:  # finished while the broker is away: answered, a job owed
+                began = time.monotonic()
+                response = tus_patch(url, token, location, offset, rest, timeout=60)
+                answered = time.monotonic() - began
+                assert response.status_code == 204 and answered < 30, (response.status_code, response.text, answered)
+                during.append((location.rsplit("/", 1)[1], answered))
+            whole = tus_upload(url, token, clips[-2], "Whole during")  # a whole upload in the outage too
+            during.append((whole, None))
+            for video_id, _ in during:
+                video = requests.get(f"{url}/api/videos/{video_id}", headers=auth, timeout=30).json()
+                record = _internal(cluster, video_id)
+                assert video["status"] == "uploaded" and record["job_pending"] is True, (video, record)
+                assert record.get("job_publish_failed") is True, record  # its request gave up: the outbox has it
+            ready_check = requests.get(url + "/readyz", timeout=30)
+            assert ready_check.status_code == 503, ready_check.text  # the upload service's queue check says so
+            time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))  # at least that long, checks included
+        except BaseException:
+            broker.start_app()  # so the cluster can be stopped cleanly
+            raise
         broker.start_app()
         up_at = time.monotonic()
         print(f"outage: {up_at - down_at:.1f} s with {len(in_progress)} job(s) transcoding; final PATCHes "

@@ -52,6 +52,7 @@ def tmpfs(path: Path, size: str):
     finally:
         if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode != 0:
             subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+        assert not os.path.ismount(path), f"the tmpfs at {path} is still mounted"
 
 
 @contextlib.contextmanager

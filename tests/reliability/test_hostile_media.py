@@ -138,10 +138,11 @@ def build_catalogue(tmp: Path, canaries: Canaries) -> dict[str, tuple[str, bytes
             "#EXTM3U\n#EXT-X-TARGETDURATION:1\n" + segment.format(f"http://127.0.0.1:{canaries.port}/seg.ts")
             + "#EXT-X-ENDLIST\n").encode()),
         "HLS playlist → local files": ("list.m3u8", (
-            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n" + segment.format(f"file://{hostname}")
-            + segment.format(str(canaries.fifo)) + segment.format("canary.ts") + "#EXT-X-ENDLIST\n").encode()),
+            # the FIFO first: a reader that got as far as any local file would open it (and be caught)
+            "#EXTM3U\n#EXT-X-TARGETDURATION:1\n" + segment.format(str(canaries.fifo))
+            + segment.format(f"file://{hostname}") + segment.format("canary.ts") + "#EXT-X-ENDLIST\n").encode()),
         "concat list → local files": ("list.mkv", (
-            f"ffconcat version 1.0\nfile 'canary.ts'\nfile '{canaries.fifo}'\nfile '/etc/passwd'\n"
+            f"ffconcat version 1.0\nfile '{canaries.fifo}'\nfile 'canary.ts'\nfile '/etc/passwd'\n"
             f"file 'file:{hostname}'\n"
             f"file 'http://127.0.0.1:{canaries.port}/x.mp4'\n").encode()),
     }
