@@ -194,7 +194,7 @@ def main() -> None:
         work = Path(tmp)
         sources = {"original": make_source(work / "h264.mp4", args.seconds, args.size, "h264"),
                    "hls": make_source(work / "hevc.mkv", args.seconds, args.size, "hevc")}
-        server = ReelhouseProcess(work / "data")
+        server = ReelhouseProcess(work / "data", ACCESS_TOKEN_TTL="86400")  # noqa: S106 - a lifetime, one token for the run
         times: dict[str, list[float]] = {"original": [], "hls": [], "plain": []}
         try:
             account = register_account(server.url)
@@ -205,10 +205,12 @@ def main() -> None:
                         video_id, acknowledged = client.upload(source, f"{kind} {run}")
                         when, fetched = client.wait_playable(video_id, kind)
                         times[kind].append(when - acknowledged)
+                        print(f"run {run + 1} {kind}: {when - acknowledged:.2f} s", file=sys.stderr, flush=True)
                         if not decodes(fetched["first"], work):
                             raise SystemExit(f"{kind}: what the player fetched does not decode")
                         _wait_settled(client, video_id)
                     times["plain"].append(plain_ladder_first_segment(sources["hls"], height, work))
+                    print(f"run {run + 1} plain ladder: {times['plain'][-1]:.2f} s", file=sys.stderr, flush=True)
             finally:
                 client.close()
         finally:

@@ -88,6 +88,7 @@ def run_load(cluster: ClusterDeployment, account: dict, clips: list[Path], viewe
 
     recorder, library, stop, results = loadgen.Recorder(), loadgen.Library([account["seed"]]), threading.Event(), []
     memory = loadgen.ProcessMemory(lambda: topology.state(cluster.dir))
+    restarts = {name: service["restarts"] for name, service in topology.state(cluster.dir)["services"].items()}
     before = memory.sample()
     sampling = threading.Event()
     memory.every(sample_every, sampling)
@@ -113,6 +114,9 @@ def run_load(cluster: ClusterDeployment, account: dict, clips: list[Path], viewe
     return {"size": {"viewers": viewers, "uploaders": uploaders, "seconds": seconds},
             "load_seconds": round(load_seconds, 1), "drained_after_seconds": round(drained, 1),
             "stuck_threads": [t.name for t in threads if t.is_alive()],
+            # a process that crashed and was restarted would hide a leak (and fail requests): there must be none
+            "restarted": sorted(name for name, service in topology.state(cluster.dir)["services"].items()
+                                if service["restarts"] != restarts.get(name)),
             "summary": recorder.summary(load_seconds), "uploads": uploads_report(results),
             "memory": {"before": before, "after": after, "series": memory.series}, "results": results}
 
@@ -176,6 +180,7 @@ def assert_clean(report: dict, uploaders: int) -> None:
     assert summary["failed"] == 0, json.dumps(summary["failures"][:10], indent=1)
     assert all(kind["requests"] for kind in summary["kinds"].values()), summary["kinds"]
     assert not report["stuck_threads"], report["stuck_threads"]
+    assert not report["restarted"], f"restarted during the load: {report['restarted']}"
     uploads = report["uploads"]
     assert uploads["count"] >= uploaders and uploads["ready"] == uploads["count"], uploads
 
