@@ -72,7 +72,10 @@ class TcpProxy:
         with self._lock:
             doomed, self._open = self._open, set()
         for sock in doomed:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            try:  # a pump thread may have closed it a moment ago
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+            except OSError:
+                pass
             sock.close()
 
     def _accept(self, listener: socket.socket) -> None:
