@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from services.config import Config
-from services.testing import Api, MotoS3Server, require_infra
+from services.testing import Api, MotoS3Server
 
 
 @pytest.fixture
@@ -50,12 +50,7 @@ def api(client):
 def s3_server():
     """moto's S3 server in a subprocess on a free loopback port, shared by the session. Do not stop it in a
     test: start your own MotoS3Server for that."""
-    server = MotoS3Server()
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        server.close()
-        require_infra(f"the moto S3 server ({error})")
+    server = MotoS3Server().start_or_require()
     yield server
     server.close()
 

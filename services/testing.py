@@ -127,6 +127,15 @@ class MotoS3Server:
         except OSError:
             return False
 
+    def start_or_require(self) -> MotoS3Server:
+        """start(), or fail/skip per REELHOUSE_REQUIRE_INFRA when the server cannot run here."""
+        try:
+            return self.start()
+        except (OSError, RuntimeError) as error:
+            self.close()
+            require_infra(f"the moto S3 server ({error})")
+            raise
+
     def start(self) -> MotoS3Server:
         if self.running:
             return self

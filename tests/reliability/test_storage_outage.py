@@ -29,7 +29,6 @@ from services.testing import (
     open_partial_patch,
     padded_clip,
     register_account,
-    require_infra,
     sha256_of,
     soak,
     tus_create,
@@ -57,9 +56,19 @@ class TcpProxy:
         self.restore()
 
     def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        deadline = time.monotonic() + 30
+        while True:
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                listener.bind(("127.0.0.1", self.port))
+                break
+            except OSError:
+                # while cut, a client's outgoing connection may hold the port as its ephemeral end for a moment
+                listener.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
@@ -111,12 +120,7 @@ class TcpProxy:
 
 @pytest.fixture
 def moto():
-    server = MotoS3Server()
-    try:
-        server.start()
-    except (OSError, RuntimeError) as error:
-        server.close()
-        require_infra(f"the moto S3 server ({error})")
+    server = MotoS3Server().start_or_require()
     try:
         yield server
     finally:
