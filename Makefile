@@ -27,7 +27,7 @@ help:
 	@echo "make test      install the test extras, build the web app if npm is here, run pytest (PYTEST_ARGS='-k auth -x')"
 	@echo "make soak      the reliability suite at full size (REELHOUSE_SOAK=1): faults, hostile input, security, load"
 	@echo "make cluster   the distributed topology as separate processes behind nginx on :8080 (make cluster-down)"
-	@echo "make bench     every benchmark beside its baseline (needs nginx, wrk, RabbitMQ); figures in BENCHMARKS.md"
+	@echo "make bench     every benchmark beside its baseline, a table of figures vs targets (< 20 min); see BENCHMARKS.md"
 	@echo "make lint      ruff check ."
 	@echo "make frontend  npm ci && npm run build in frontend/ (served by the gateway at /)"
 

@@ -1,8 +1,10 @@
-"""Range-serving benchmark: the same 1 GiB file from nginx and from `reelhouse up` (/api/stream/<id>/original).
+"""Range-serving benchmark: the same 1 GiB file from nginx and from Reelhouse (/api/stream/<id>/original), served
+by `reelhouse up` and by the stream service under gunicorn (a `make cluster` topology without workers).
 
-(a) whole-file download throughput, median of --runs; (b) random 64 KiB ranges with 32 connections for
---seconds, requests per second (wrk with a Lua script). Ratio = ours ÷ nginx.
-Run: .venv/bin/python bench/range.py [--size-mib 1024] [--runs 5] [--seconds 10]   (needs nginx and wrk)
+(a) whole-file download throughput, (b) random 64 KiB ranges with 32 connections for --seconds, requests per second
+(wrk with a Lua script). Ours and nginx interleaved; medians of --runs. Ratio = ours ÷ nginx (targets, issue 10:
+(a) ≥ 0.9, (b) ≥ 0.25).
+Run: .venv/bin/python bench/range.py [--size-mib 1024] [--runs 5] [--seconds 4]   (needs nginx and wrk)
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from reelhouse_gateway.cluster import Cluster  # noqa: E402
 from services.testing import STRONG_PASSWORD, free_port  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import result  # noqa: E402
 
 NGINX_CONF = """{user}daemon off; worker_processes 2; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
 events {{ worker_connections 1024; }}
@@ -57,57 +63,84 @@ def wrk(url: str, size: int, seconds: int, work: Path) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
+def wait_up(url: str) -> None:
+    for _ in range(300):
+        try:
+            if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:  # not up yet, or too busy to answer within the timeout
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not become ready")
+
+
+def publish_original(url: str, data_dir: Path, objects: Path, source: Path) -> str:
+    """Registers an account at `url`, records a video whose original is `source` (hard-linked into the store) and
+    returns the original's playback URL."""
+    session = requests.post(url + "/api/auth/register", timeout=30, json={
+        "tenant_name": "Bench", "email": "b@bench.test", "password": STRONG_PASSWORD}).json()
+    from services.adapters.sqlite_metadata import SqliteMetadataStore
+
+    store = SqliteMetadataStore(data_dir / "reelhouse.db")
+    video = store.videos.add({
+        "tenant_id": session["tenant"]["id"], "owner_id": session["user"]["id"], "title": "bench",
+        "status": "uploaded", "visibility": "tenant", "size": source.stat().st_size,
+        "source": {"video_codec": "h264", "audio_codec": "aac", "container": "mov,mp4"}})
+    store.close()
+    original = objects / "tenants" / session["tenant"]["id"] / "videos" / video["id"] / "original"
+    original.parent.mkdir(parents=True)
+    os.link(source, original)
+    return url + requests.get(f"{url}/api/videos/{video['id']}", timeout=30, headers={
+        "Authorization": f"Bearer {session['access_token']}"}).json()["playback"]["original_url"]
+
+
+def compare(label: str, ours: str, theirs: str, size: int, args, work: Path) -> None:
+    """Whole downloads and wrk range runs, ours and nginx interleaved, medians of --runs."""
+    times: dict[str, list[float]] = {"ours": [], "nginx": []}
+    rates: dict[str, list[float]] = {"ours": [], "nginx": []}
+    for _ in range(args.runs):
+        times["nginx"].append(download(theirs))
+        times["ours"].append(download(ours))
+    for _ in range(args.runs):
+        rates["nginx"].append(wrk(theirs, size, args.seconds, work))
+        rates["ours"].append(wrk(ours, size, args.seconds, work))
+    mb = size / 1e6
+    a_ours, a_nginx = mb / statistics.median(times["ours"]), mb / statistics.median(times["nginx"])
+    b_ours, b_nginx = statistics.median(rates["ours"]), statistics.median(rates["nginx"])
+    print(f"{label}: (a) whole {args.size_mib} MiB download: reelhouse {a_ours:7.0f} MB/s | nginx {a_nginx:7.0f} "
+          f"MB/s | ratio {a_ours / a_nginx:.2f} (target >= 0.9)")
+    print(f"{label}: (b) random 64 KiB ranges, 32 connections: reelhouse {b_ours:7.0f} req/s | nginx {b_nginx:7.0f} "
+          f"req/s | ratio {b_ours / b_nginx:.2f} (target >= 0.25)")
+    result("range", f"(a) whole-file download ÷ nginx, {label}", a_ours / a_nginx, ">= 0.9",
+           ours=f"{a_ours:.0f} MB/s", baseline=f"{a_nginx:.0f} MB/s", runs=args.runs)
+    result("range", f"(b) random 64 KiB ranges ÷ nginx, {label}", b_ours / b_nginx, ">= 0.25",
+           ours=f"{b_ours:.0f} req/s", baseline=f"{b_nginx:.0f} req/s", runs=args.runs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
     args = parser.parse_args()
     if not shutil.which("nginx") or not shutil.which("wrk"):
-        raise SystemExit("needs nginx and wrk (apt-get install nginx wrk)")
+        raise SystemExit("needs nginx and wrk (apt-get install nginx-light wrk)")
     with tempfile.TemporaryDirectory(prefix="bench-range-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
-        data_dir = work / "data"
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        up = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"],
-                              env={**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(port),
-                                   "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": "0"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        nginx = None
+        source = work / "source" / "original"
+        source.parent.mkdir()
+        block = os.urandom(1024 * 1024)
+        with source.open("wb") as f:
+            for _ in range(args.size_mib):
+                f.write(block)
+        size = source.stat().st_size
+        nginx_port = free_port()
+        (work / "nginx.conf").write_text(NGINX_CONF.format(
+            tmp=work, port=nginx_port, root=source.parent, user="user root; " if os.geteuid() == 0 else ""))
+        nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        theirs = f"http://127.0.0.1:{nginx_port}/original"
         try:
-            for _ in range(300):
-                try:
-                    if requests.get(url + "/readyz", timeout=1).status_code == 200:
-                        break
-                except requests.RequestException:  # not up yet, or too busy to answer within the timeout
-                    time.sleep(0.1)
-            session = requests.post(url + "/api/auth/register", timeout=30, json={
-                "tenant_name": "Bench", "email": "b@bench.test", "password": STRONG_PASSWORD}).json()
-            from services.adapters.sqlite_metadata import SqliteMetadataStore
-
-            store = SqliteMetadataStore(data_dir / "reelhouse.db")
-            video = store.videos.add({
-                "tenant_id": session["tenant"]["id"], "owner_id": session["user"]["id"], "title": "bench",
-                "status": "uploaded", "visibility": "tenant", "size": args.size_mib * 1024 * 1024,
-                "source": {"video_codec": "h264", "audio_codec": "aac", "container": "mov,mp4"}})
-            original = data_dir / "objects" / "tenants" / session["tenant"]["id"] / "videos" / video["id"] / "original"
-            original.parent.mkdir(parents=True)
-            block = os.urandom(1024 * 1024)
-            with original.open("wb") as f:
-                for _ in range(args.size_mib):
-                    f.write(block)
-            size = original.stat().st_size
-            ours = url + requests.get(f"{url}/api/videos/{video['id']}", timeout=30, headers={
-                "Authorization": f"Bearer {session['access_token']}"}).json()["playback"]["original_url"]
-
-            nginx_port = free_port()
-            (work / "nginx.conf").write_text(NGINX_CONF.format(
-                tmp=work, port=nginx_port, root=original.parent,
-                user="user root; " if os.geteuid() == 0 else ""))
-            nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            theirs = f"http://127.0.0.1:{nginx_port}/original"
             for _ in range(100):
                 try:
                     requests.head(theirs, timeout=1)
@@ -115,24 +148,31 @@ def main() -> None:
                 except requests.RequestException:  # not up yet, or too busy to answer within the timeout
                     time.sleep(0.05)
 
-            mb = size / 1e6
-            ours_times, theirs_times = [], []
-            for _ in range(args.runs):  # interleaved, so both see the same machine
-                theirs_times.append(download(theirs))
-                ours_times.append(download(ours))
-            a_ours, a_theirs = mb / statistics.median(ours_times), mb / statistics.median(theirs_times)
-            print(f"(a) whole {args.size_mib} MiB download: reelhouse {a_ours:7.0f} MB/s | nginx {a_theirs:7.0f} MB/s"
-                  f" | ratio {a_ours / a_theirs:.2f} (target >= 0.9)")
-            b_theirs = wrk(theirs, size, args.seconds, work)
-            b_ours = wrk(ours, size, args.seconds, work)
-            print(f"(b) random 64 KiB ranges, 32 connections: reelhouse {b_ours:7.0f} req/s | nginx {b_theirs:7.0f} "
-                  f"req/s | ratio {b_ours / b_theirs:.2f} (target >= 0.25)")
+            data_dir, port = work / "up", free_port()
+            up = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"],
+                                  env={**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(port),
+                                       "LOG_LEVEL": "WARNING", "WORKER_CONCURRENCY": "0"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            try:
+                wait_up(f"http://127.0.0.1:{port}")
+                ours = publish_original(f"http://127.0.0.1:{port}", data_dir, data_dir / "objects", source)
+                compare("reelhouse up", ours, theirs, size, args, work)
+            finally:
+                os.killpg(up.pid, 9)
+                up.wait(10)
+
+            cluster = Cluster(work / "cluster", free_port(), workers=0, notify_replicas=1, store="local")
+            cluster.start()
+            try:
+                stream = next(f"http://127.0.0.1:{s.port}" for s in cluster.services if s.name == "stream")
+                gateway = f"http://127.0.0.1:{cluster.port}"
+                path = publish_original(gateway, work / "cluster" / "data", work / "cluster" / "objects", source)
+                compare("stream service (gunicorn)", stream + path.removeprefix(gateway), theirs, size, args, work)
+            finally:
+                cluster.stop()
         finally:
-            if nginx is not None:
-                nginx.terminate()
-                nginx.wait(10)
-            os.killpg(up.pid, 9)
-            up.wait(10)
+            nginx.terminate()
+            nginx.wait(10)
 
 
 if __name__ == "__main__":

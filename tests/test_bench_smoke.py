@@ -28,6 +28,13 @@ def test_every_benchmark_runs_beside_its_baseline():
                          timeout=600, cwd=ROOT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout
+    summary = out[out.index("## Summary: every figure beside its target"):]
+    rows = [line.split(" | ")[:2] for line in summary.splitlines() if line.startswith("| ") and " | " in line]
+    for bench in ("range", "upload", "gateway", "realtime", "transcode", "scaling", "playable"):
+        assert any(row[0] == f"| {bench}" for row in rows), f"no figure of {bench}.py in the summary table"
+    for figure in ("(a) whole-file download ÷ nginx, reelhouse up", "(b) random 64 KiB ranges ÷ nginx, stream service",
+                   "ranged download: through the gateway ÷ direct", "(b) HEVC MKV: first HLS segment playable"):
+        assert figure in summary, figure
     for expected in ("(a) whole 16 MiB download", "(b) random 64 KiB ranges", "local store: tus", "S3 store:    tus",
                      "| ranged download", "| tus upload", "| delivered | 40 | 40 |", "| worker (whole job) |",
                      "| one ffmpeg per rung |", "speed-up with 2 workers", "(KEDA's metric): 2 and 2",
