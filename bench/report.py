@@ -13,16 +13,19 @@ RESULT_PREFIX = "RESULT "
 _COMPARE = {">=": operator.ge, "<=": operator.le}
 
 
-def result(bench: str, figure: str, value: float, target: str, *, ours: str = "", baseline: str = "",
+def result(bench: str, figure: str, value: float, target: str | None, *, ours: str = "", baseline: str = "",
            runs: int = 1, note: str = "") -> dict:
     """Print (and return) one figure beside its target, e.g. `result("range", "(a) whole-file download ÷ nginx",
-    0.92, ">= 0.9", ours="2360 MB/s", baseline="2564 MB/s", runs=5)`. `target` is an operator and a number."""
-    op, _, bound = target.partition(" ")
-    if op not in _COMPARE:
-        raise ValueError(f"target must be '>= N' or '<= N', not {target!r}")
-    line = {"bench": bench, "figure": figure, "value": round(value, 4), "target": target,
-            "met": bool(_COMPARE[op](value, float(bound))), "ours": ours, "baseline": baseline, "runs": runs,
-            "note": note}
+    0.92, ">= 0.9", ours="2360 MB/s", baseline="2564 MB/s", runs=5)`. `target` is an operator and a number, or
+    None for a figure the issue asks to report without a target (`met` is then None)."""
+    met = None
+    if target is not None:
+        op, _, bound = target.partition(" ")
+        if op not in _COMPARE:
+            raise ValueError(f"target must be '>= N' or '<= N', not {target!r}")
+        met = bool(_COMPARE[op](value, float(bound)))
+    line = {"bench": bench, "figure": figure, "value": round(value, 4), "target": target, "met": met,
+            "ours": ours, "baseline": baseline, "runs": runs, "note": note}
     print(RESULT_PREFIX + json.dumps(line, ensure_ascii=False), flush=True)
     return line
 

@@ -77,9 +77,10 @@ def summary(results: list[dict], seconds: float, smoke: bool) -> list[str]:
              "| benchmark | figure | ours | baseline | value | target | met | runs | note |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        met = "yes" if r["met"] else "**NO**"
+        met = {True: "yes", False: "**NO**", None: "(reported)"}[r["met"]]
+        target = (r["target"] or "—").replace(">=", "≥").replace("<=", "≤")
         lines.append(f"| {r['bench']} | {r['figure']} | {r['ours']} | {r['baseline']} | {r['value']:.2f} | "
-                     f"{r['target'].replace('>=', '≥').replace('<=', '≤')} | {met} | {r['runs']} | {r['note']} |")
+                     f"{target} | {met} | {r['runs']} | {r['note']} |")
     return lines
 
 
