@@ -31,6 +31,9 @@ from transcode_worker.media.hls import hls_command  # noqa: E402
 from transcode_worker.media.ladder import plan_ladder  # noqa: E402
 from transcode_worker.media.pipeline import transcode  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import result  # noqa: E402
+
 
 def timed(run) -> float:
     start = time.perf_counter()
@@ -79,9 +82,14 @@ def main() -> None:
     for label, key in (("worker (whole job)", "worker"), ("the same ladder command, direct", "direct"),
                        ("one ffmpeg per rung", "per_rung")):
         print(f"| {label} | {median[key]:.1f} | {args.seconds / median[key]:.2f} |")
-    print(f"\nworker ÷ direct (time): {median['worker'] / median['direct']:.2f} (target ≤ 1.05); "
-          f"per rung ÷ one process (time): {median['per_rung'] / median['direct']:.2f} (target ≥ 1.3); "
-          f"ladder × realtime: {args.seconds / median['worker']:.2f} (target ≥ 1.0)")
+    seconds = {key: f"{value:.1f} s" for key, value in median.items()}
+    result("transcode", "worker ÷ the same ladder command direct (time)", median["worker"] / median["direct"],
+           "<= 1.05", ours=seconds["worker"], baseline=seconds["direct"], runs=args.runs, note=f"load {load:.1f}")
+    result("transcode", "one ffmpeg per rung ÷ one process (time)", median["per_rung"] / median["direct"], ">= 1.3",
+           ours=seconds["direct"], baseline=seconds["per_rung"], runs=args.runs, note=f"load {load:.1f}")
+    result("transcode", "worker's whole job, × realtime", args.seconds / median["worker"], ">= 1.0",
+           ours=seconds["worker"], baseline=f"{args.seconds:.0f} s of video", runs=args.runs,
+           note=f"load {load:.1f}")
 
 
 if __name__ == "__main__":
