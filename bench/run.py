@@ -28,7 +28,7 @@ BENCHMARKS = [
     ("range.py", [], ["--size-mib", "16", "--runs", "1", "--seconds", "1"]),
     ("upload.py", [], ["--size-mib", "16", "--patch-mib", "8"]),
     ("gateway.py", [], ["--size-mib", "8", "--runs", "1"]),
-    ("realtime.py", [], ["--clients", "20", "--bursts", "1", "--events", "2"]),
+    ("realtime.py", [], ["--clients", "20", "--bursts", "1", "--events", "2", "--runs", "1"]),
     ("transcode.py", [], ["--seconds", "4", "--size", "640x360", "--runs", "1"]),
     ("scaling.py", [], ["--jobs", "2", "--seconds", "2", "--size", "320x180"]),
     ("playable.py", [], ["--seconds", "4", "--size", "320x180", "--runs", "1"]),

@@ -44,12 +44,28 @@ class AuthFailure(Exception):
         self.code, self.message = code, message
 
 
+class WithoutWebsocketCompression:
+    """WSGI middleware that hides the client's websocket extension offers (permessage-deflate, which browsers
+    always offer) from simple-websocket, which would otherwise accept it: the socket then runs uncompressed, as
+    RFC 6455 lets a server decide. Our events are ~200-byte JSON that deflate barely shrinks, while each
+    compressed socket holds a zlib compressor (~256 KiB) and compresses every frame apart (bench/realtime.py:
+    a quarter of the CPU of a burst)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return self.app(environ, start_response)
+
+
 class Realtime:
     def __init__(self, app: Flask, deps: Dependencies):
         self.deps = deps
         origins = list(deps.config.cors_origins) or None  # None: same-origin only (Flask-SocketIO default)
         self.socketio = SocketIO(app, async_mode=deps.config.notify_async_mode, path="socket.io",
                                  cors_allowed_origins=origins, logger=False, engineio_logger=False)
+        app.wsgi_app = WithoutWebsocketCompression(app.wsgi_app)
         self.sessions: dict[str, dict[str, Any]] = {}  # sid -> {"principal", "exp"}
         mode = deps.config.notify_async_mode
         self.connected = Gauge("reelhouse_notify_connected_sockets", "Socket.IO connections authenticated now",

@@ -305,3 +305,29 @@ def test_two_notify_processes_on_rabbitmq_both_deliver(tmp_path):
 
         RabbitEventBus(broker, namespace=namespace).delete_topology()
         RabbitJobQueue(broker, namespace=namespace).delete_topology()
+
+
+def test_websocket_offer_of_permessage_deflate_is_declined(server):
+    """Browsers always offer permessage-deflate; the notify service declines it (a zlib compressor per socket costs
+    ~256 KiB and CPU on every frame, for ~200-byte events), and the socket works uncompressed."""
+    import socket as sockets
+
+    host, port = server["url"].removeprefix("http://").split(":")
+    key = base64.b64encode(os.urandom(16)).decode()
+    with sockets.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                      f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                      "Sec-WebSocket-Version: 13\r\n"
+                      "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"sec-websocket-extensions" not in head.lower(), head
+        while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F):
+            rest += sock.recv(4096)
+        # the Engine.IO open packet, in an uncompressed (RSV1 clear) text frame
+        assert rest[0] == 0x81 and rest[2:3] == b"0", rest
