@@ -10,13 +10,9 @@ byte (`WebSocketTunnel`); an ingress may also send `/socket.io` straight to the 
 
 from __future__ import annotations
 
-import fcntl
-import io
 import json
 import logging
-import os
 import queue
-import select
 import selectors
 import socket
 import threading
@@ -40,6 +36,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from reelhouse_gateway.routing import ROUTES
 from services.errors import ApiError
+from services.raw_body import RawBody, plain_socket
+from services.raw_body import SpliceBroken as _Broken
+from services.raw_body import splice as _splice
 from services.tokens import TokenError
 from services.web import rate_limiter
 
@@ -280,110 +279,23 @@ class ReadAhead:
 # of request bodies) cost the gateway ~1.1 CPU seconds per GiB downloaded and ~1.9 per GiB uploaded, on the cores
 # the client and the service also need (bench/gateway.py). A body of known length of at least SPLICE_MIN instead
 # moves socket -> pipe -> socket with splice(2): the kernel passes page references along, the gateway only counts.
+# The splice loop and the taking over of gunicorn's client socket live in services.raw_body (the upload service
+# reads its PATCH bodies the same way).
 
 SPLICE_MIN = 1024 * 1024
-PIPE_SIZE = 1024 * 1024  # the pipe's capacity (Linux's default limit for unprivileged processes): bytes per splice
-LOWAT = 256 * 1024  # a splice waits for at least this much from its source (or less, after a read timeout)
-
-
-class _Broken(Exception):
-    """A splice stopped: `side` ("source" or "sink") failed with `error` (an OSError; EOFError for a short source)."""
-
-    def __init__(self, side: str, error: BaseException):
-        super().__init__(f"{side}: {error}")
-        self.side, self.error = side, error
-
-
-def _poller(sock: socket.socket, events: int):
-    poller = select.poll()
-    poller.register(sock.fileno(), events | select.POLLERR | select.POLLHUP)
-    return poller
-
-
-def _ms(timeout: float | None) -> int:
-    return -1 if timeout is None else max(0, int(timeout * 1000))
-
-
-def _splice(source: socket.socket, sink: socket.socket, count: int, *, read_timeout: float | None,
-            write_timeout: float | None) -> None:
-    """Moves exactly `count` bytes from `source` to `sink` through a kernel pipe, waiting at most `read_timeout`
-    for the source and `write_timeout` for the sink at a time (both sockets' own timeouts are restored afterwards).
-    Raises _Broken naming the side that failed."""
-    timeouts = source.gettimeout(), sink.gettimeout()
-    out, into = os.pipe()
-    lowat = 1
-    try:
-        try:
-            fcntl.fcntl(into, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:  # a lower /proc/sys/fs/pipe-max-size: the default 64 KiB still works, in smaller steps
-            pass
-        room = fcntl.fcntl(into, fcntl.F_GETPIPE_SZ)
-        source.settimeout(0.0)  # non-blocking: the waits (and their timeouts) are ours
-        sink.settimeout(0.0)
-        readable, writable = _poller(source, select.POLLIN), _poller(sink, select.POLLOUT)
-        flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-        src, dst = source.fileno(), sink.fileno()
-        while count:
-            # Wake up for a worthwhile amount (a client writing 8 KiB at a time made 30 000 turns of this loop per
-            # 256 MiB): poll() waits until SO_RCVLOWAT bytes are there, or the connection ends or fails.
-            if lowat != min(count, LOWAT):
-                lowat = min(count, LOWAT)
-                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
-            try:
-                held = os.splice(src, into, min(count, room), flags=flags)
-            except BlockingIOError:
-                if not readable.poll(_ms(read_timeout)):  # less than `lowat` in that time: whatever came will do
-                    try:
-                        held = os.splice(src, into, min(count, room), flags=flags)
-                    except BlockingIOError:
-                        raise _Broken("source", TimeoutError(f"nothing came for {read_timeout:.0f} s")) from None
-                    except OSError as error:
-                        raise _Broken("source", error) from error
-                else:
-                    continue
-            except OSError as error:
-                raise _Broken("source", error) from error
-            if not held:
-                raise _Broken("source", EOFError(f"the connection closed {count} bytes before the end"))
-            count -= held
-            while held:
-                try:
-                    held -= os.splice(out, dst, held, flags=flags | (os.SPLICE_F_MORE if count else 0))
-                except BlockingIOError:
-                    if not writable.poll(_ms(write_timeout)):
-                        raise _Broken("sink", TimeoutError(f"nothing went for {write_timeout:.0f} s")) from None
-                except OSError as error:
-                    raise _Broken("sink", error) from error
-    finally:
-        os.close(out)
-        os.close(into)
-        for sock, timeout in zip((source, sink), timeouts, strict=True):
-            try:
-                sock.settimeout(timeout)
-            except OSError:
-                pass
-        if lowat != 1:
-            try:
-                source.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)  # a reused connection reads as before
-            except OSError:
-                pass
-
-
-def _plain_socket(sock) -> socket.socket | None:
-    return sock if hasattr(os, "splice") and type(sock) is socket.socket and sock.fileno() >= 0 else None
 
 
 def _splice_target(environ, answer: urllib3.BaseHTTPResponse) -> socket.socket | None:
     """The client's socket, if this answer's body can be spliced into it: gunicorn (sync/gthread) hands the raw
     socket over, the body has a known length of at least SPLICE_MIN, and nothing of it has been read yet."""
-    client = _plain_socket(environ.get("gunicorn.socket"))
+    client = plain_socket(environ.get("gunicorn.socket"))
     raw = getattr(answer, "_fp", None)  # http.client's response under urllib3's
     if client is None or raw is None or environ.get("REQUEST_METHOD") == "HEAD" or answer.status in (204, 304):
         return None
     length = getattr(raw, "length", None)
     if (not isinstance(length, int) or length < SPLICE_MIN or getattr(raw, "chunked", True)
             or answer.headers.get("Content-Length") != str(length)
-            or answer.connection is None or _plain_socket(answer.connection.sock) is None):
+            or answer.connection is None or plain_socket(answer.connection.sock) is None):
         return None
     return client
 
@@ -431,23 +343,11 @@ class _ClientBody:
 
     @classmethod
     def of(cls, environ, length: int) -> _ClientBody | None:
-        try:
-            from gunicorn.http.body import Body, LengthReader
-            from gunicorn.http.unreader import SocketUnreader
-        except ImportError:
-            return None
-        stream, client = environ.get("wsgi.input"), _plain_socket(environ.get("gunicorn.socket"))
-        if client is None or type(stream) is not Body or type(stream.reader) is not LengthReader:
-            return None
-        unreader = stream.reader.unreader
-        if type(unreader) is not SocketUnreader or unreader.sock is not client:
-            return None
-        if stream.buf.tell() + stream.reader.length != length:  # part of it was read already
-            return None
-        return cls(stream, client, length)
+        raw = RawBody.of(environ, length)
+        return None if raw is None else cls(raw)
 
-    def __init__(self, stream, client: socket.socket, length: int):
-        self.stream, self.client, self.length = stream, client, length
+    def __init__(self, raw: RawBody):
+        self.raw = raw
         self.timeout = current_app.extensions["reelhouse"].config.client_body_timeout
 
     def __iter__(self):
@@ -457,22 +357,11 @@ class _ClientBody:
         return True
 
     def splice_into(self, upstream: socket.socket) -> None:
-        stream, reader = self.stream, self.stream.reader
-        # Until the whole body has gone through, where the client's next request starts is unknown to gunicorn:
-        # `failed` makes it close the connection rather than parse the rest of this body as a request.
-        stream.failed = True
-        held = stream.buf.getvalue()  # bytes gunicorn has already received, first those its Body holds
-        stream.buf = io.BytesIO()
-        buffered = reader.unreader.take_buffered()
-        if len(buffered) > reader.length:  # the start of a pipelined next request: not ours
-            reader.unreader.unread(buffered[reader.length:])
-            buffered = buffered[:reader.length]
-        reader.length -= len(buffered)
+        held = self.raw.take()
         try:
-            if held or buffered:
-                upstream.sendall(held + buffered)
-            _splice(self.client, upstream, reader.length, read_timeout=self.timeout,
-                    write_timeout=upstream.gettimeout())
+            if held:
+                upstream.sendall(held)
+            self.raw.splice_into(upstream, read_timeout=self.timeout, write_timeout=upstream.gettimeout())
         except _Broken as broken:
             if broken.side == "sink":
                 raise broken.error from None  # the service's side: urllib3 reports it (or reads an early answer)
@@ -480,8 +369,6 @@ class _ClientBody:
                 raise ApiError(408, "request_timeout",
                                f"The request body stalled for {self.timeout:.0f} s.") from None
             raise ApiError(400, "incomplete_body", "The request body ended before its Content-Length.") from None
-        reader.length = 0
-        stream.failed = False
 
 
 class _BodyReader:

@@ -6,6 +6,7 @@ from flask import Flask
 
 from services.bootstrap import Dependencies, bootstrap
 from services.config import Config
+from services.malloc import return_large_buffers_to_os
 from services.web import create_base_app
 from upload_service import tus, videos
 from upload_service.assembly import assembler_for
@@ -30,6 +31,7 @@ class MethodOverride:
 def create_app(config: Config | None = None, deps: Dependencies | None = None, *, background: bool = False) -> Flask:
     """`background=True` (long-running servers, not tests) also starts the upload sweeper."""
     deps = deps or bootstrap(config)
+    return_large_buffers_to_os()  # S3 parts are large buffers freed by other threads (services/malloc.py)
     app = create_base_app("upload-service", deps, readiness=readiness_checks(deps), import_name=__name__)
     app.extensions["assembler"] = assembler_for(deps.objects, deps.config.upload_part_size)
     app.register_blueprint(tus.bp)

@@ -3,34 +3,45 @@
 On S3, parts must be at least 5 MiB, but tus clients may send any chunk size. Bytes that do not fill a part yet
 are staged as small objects in the store itself (durable, and visible to every replica), and joined into a part
 once enough have arrived. Part n always covers bytes [(n-1)·P, n·P), so a part re-sent after a crash has the
-same content and simply replaces the first copy.
+same content and simply replaces the first copy. Up to PARTS_IN_FLIGHT parts of a PATCH are sent at once while
+the next one is received; the record names them strictly in order, each once it (and every part before it) is
+stored, so its `parts` are always a contiguous prefix.
+
+The local file is made durable (fsync) in a helper thread while the next bytes arrive; the record's offset never
+runs ahead of the bytes on disk.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-import tempfile
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from services import keys
 from services.errors import ApiError, storage_error
 from services.ports import MultipartUploads, ObjectInfo, ObjectNotFound, ObjectStore
+from upload_service.body import Body, Interrupted
 
-CHUNK = 1024 * 1024
-FILE_CHECKPOINT_BYTES = 64 * 1024 * 1024
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024  # bytes per receive into the local file
+FILE_CHECKPOINT_BYTES = 64 * 1024 * 1024  # durable bytes between two record updates
+SYNC_STEP = 16 * 1024 * 1024  # written bytes that start a background fsync
 MAX_STAGED_CHUNKS = 16  # tiny PATCHes are merged beyond this, so a part never needs thousands of objects
-SPOOL_IN_MEMORY = 8 * 1024 * 1024  # larger parts spill to a temporary file: memory stays bounded
+PARTS_IN_FLIGHT = 3  # per PATCH: with 8 MiB parts, the one being received and 3 being sent (32 MiB)
+PART_THREADS = 8  # per process, shared by every PATCH
+PART_SLOTS = 8  # parts being sent (or waiting to be) per process, whatever the number of PATCHes: 64 MiB of 8 MiB
 
-Reader = Callable[[int], bytes]
 Checkpoint = Callable[[dict[str, Any]], dict[str, Any]]
 
-
-class Interrupted(Exception):
-    """The client went away mid-body; what arrived before is kept."""
+__all__ = ["Assembler", "FileAssembler", "Interrupted", "MultipartAssembler", "assembler_for"]
 
 
 class Assembler(ABC):
@@ -38,8 +49,8 @@ class Assembler(ABC):
         self.store = store
 
     @abstractmethod
-    def write(self, upload: dict[str, Any], read: Reader, checkpoint: Checkpoint) -> dict[str, Any]:
-        """Append everything `read` yields at upload['offset']; returns the record changes to commit."""
+    def write(self, upload: dict[str, Any], body: Body, checkpoint: Checkpoint) -> dict[str, Any]:
+        """Append everything `body` yields at upload['offset']; returns the record changes to commit."""
 
     @abstractmethod
     def finish(self, upload: dict[str, Any]) -> ObjectInfo:
@@ -62,20 +73,50 @@ def assembler_for(store: ObjectStore, part_size: int) -> Assembler:
     raise TypeError(f"{type(store).__name__} can neither stage files nor take multipart uploads")
 
 
-def _drain(read: Reader, sink: Callable[[bytes], None], limit: int | None = None) -> tuple[int, bool]:
-    """Copy from read() to sink until the end, `limit` bytes, or an interruption: (bytes copied, interrupted)."""
-    copied = 0
-    while limit is None or copied < limit:
-        want = CHUNK if limit is None else min(CHUNK, limit - copied)
-        try:
-            chunk = read(want)
-        except Interrupted:
-            return copied, True
-        if not chunk:
-            break
-        sink(chunk)
-        copied += len(chunk)
-    return copied, False
+class _Syncer:
+    """fsync()s a file in a helper thread while the request thread goes on writing it: every byte before `synced`
+    is on disk. A failed fsync is kept in `error`; `close()` waits for the thread."""
+
+    def __init__(self, fd: int, position: int):
+        self.fd, self.written, self.synced = fd, position, position
+        self.error: OSError | None = None
+        self.closed = False
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._run, name="upload-fsync", daemon=True)
+        self.thread.start()
+
+    def wrote(self, position: int) -> None:
+        with self.changed:
+            self.written = position
+            if position - self.synced >= SYNC_STEP:
+                self.changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not self.closed and self.written - self.synced < SYNC_STEP:
+                    self.changed.wait()
+                if self.closed:
+                    return
+                target = self.written  # written before the fsync starts: on disk once it returns
+            try:
+                os.fsync(self.fd)
+            except OSError as error:
+                self.error = error
+                return
+            self.synced = target
+
+    def close(self) -> OSError | None:
+        with self.changed:
+            self.closed = True
+            self.changed.notify()
+        self.thread.join()
+        return self.error
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]
 
 
 class FileAssembler(Assembler):
@@ -84,25 +125,38 @@ class FileAssembler(Assembler):
     def _path(self, upload: dict[str, Any]) -> Path:
         return self.store.staging_path(upload["id"])
 
-    def write(self, upload, read, checkpoint):
+    def write(self, upload, body, checkpoint):
         path, offset = self._path(upload), upload["offset"]
         if offset and (not path.exists() or path.stat().st_size < offset):
             raise ApiError(410, "upload_lost", "The bytes received so far were lost; start the upload again.")
         position = committed = offset
+        buffer = memoryview(bytearray(CHUNK))
         try:
-            with open(path, "r+b" if path.exists() else "w+b") as f:
+            with open(path, "r+b" if path.exists() else "w+b", buffering=0) as f:
+                fd = f.fileno()
                 f.truncate(offset)  # bytes a crashed request wrote past the last committed offset
                 f.seek(offset)
-                while True:
-                    copied, interrupted = _drain(read, f.write, FILE_CHECKPOINT_BYTES)
-                    position += copied
-                    if copied < FILE_CHECKPOINT_BYTES or interrupted:
-                        break
-                    f.flush()
-                    os.fsync(f.fileno())
-                    committed = checkpoint({"offset": position})["offset"]
-                f.flush()
-                os.fsync(f.fileno())
+                syncer = _Syncer(fd, offset)
+                try:
+                    while True:
+                        try:
+                            n = body.readinto(buffer)
+                        except Interrupted:
+                            break
+                        if not n:
+                            break
+                        _write_all(fd, buffer[:n])
+                        position += n
+                        syncer.wrote(position)
+                        if syncer.error:
+                            raise syncer.error
+                        if syncer.synced - committed >= FILE_CHECKPOINT_BYTES:
+                            committed = checkpoint({"offset": syncer.synced})["offset"]
+                finally:
+                    failed = syncer.close()
+                if failed:
+                    raise failed
+                os.fsync(fd)  # what the helper had not synced yet: the offset returned is durable
         except OSError as error:
             full = storage_error(error)
             if full is None:
@@ -135,79 +189,137 @@ class FileAssembler(Assembler):
         self._path(upload).unlink(missing_ok=True)
 
 
+class _Progress:
+    """What the record says of a multipart upload; `parts` is always a contiguous prefix."""
+
+    def __init__(self, upload: dict[str, Any]):
+        self.parts = [list(p) for p in upload.get("parts", [])]
+        self.staged = [list(s) for s in upload.get("staged", [])]
+        self.multipart_id = upload.get("multipart_id")
+        self.offset = upload["offset"]
+
+    def changes(self) -> dict[str, Any]:
+        return {"offset": self.offset, "parts": self.parts, "staged": self.staged, "multipart_id": self.multipart_id}
+
+
+class _InFlight:
+    """A part being uploaded: its number, the offset just past it, and the staged chunks it consumed."""
+
+    def __init__(self, future: Future, number: int, end: int, consumed: list):
+        self.future, self.number, self.end, self.consumed = future, number, end, consumed
+
+
 class MultipartAssembler(Assembler):
     """S3: parts of `part_size` bytes, with the remainder staged as small objects until a part is full."""
 
-    def __init__(self, store: ObjectStore, part_size: int):
+    def __init__(self, store: ObjectStore, part_size: int, in_flight: int = PARTS_IN_FLIGHT):
         super().__init__(store)
-        self.part_size = part_size
+        self.part_size, self.in_flight = part_size, in_flight
+        self.pool = ThreadPoolExecutor(max_workers=PART_THREADS, thread_name_prefix="upload-part")
+        self.slots = threading.BoundedSemaphore(PART_SLOTS)  # bounds the part copies the pool holds
 
-    def write(self, upload, read, checkpoint):
+    def write(self, upload, body, checkpoint):
         key = keys.original_key(upload["tenant_id"], upload["id"])
         part_size = upload.get("part_size") or self.part_size  # fixed per upload: config may change meanwhile
-        parts = [list(p) for p in upload.get("parts", [])]
-        staged = [list(s) for s in upload.get("staged", [])]
-        multipart_id = upload.get("multipart_id")
-        offset = upload["offset"]
-        if offset != len(parts) * part_size + sum(size for _, size in staged):
+        state = _Progress(upload)
+        if state.offset != len(state.parts) * part_size + sum(size for _, size in state.staged):
             raise ApiError(409, "upload_inconsistent", "The upload's parts do not add up; start it again.")
-        while True:
-            need = part_size - sum(size for _, size in staged)
-            with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as buffer:
-                copied, interrupted = _drain(read, buffer.write, need)
+        window: deque[_InFlight] = deque()
+        unclaimed = state.staged  # staged chunks no part in flight has taken yet (they lead the next part)
+        received = state.offset
+        buffer = bytearray(part_size)
+        try:
+            while True:
+                need = part_size - sum(size for _, size in unclaimed)
+                view = memoryview(buffer)[:need]
+                copied, interrupted = body.fill(view)
                 if copied == 0:
                     break
-                chunk_start = offset
-                offset += copied
+                chunk_start, received = received, received + copied
                 if copied == need:
-                    multipart_id = multipart_id or self.store.create_multipart(key)
-                    number = len(parts) + 1
-                    etag = self._upload_part(key, multipart_id, number, staged, buffer)
-                    parts.append([number, etag, part_size])
-                    consumed, staged = staged, []
-                    checkpoint({"offset": offset, "parts": parts, "staged": staged, "multipart_id": multipart_id})
-                    for staged_key, _ in consumed:  # only once the record no longer needs them
-                        self.store.delete(staged_key)
+                    state.multipart_id = state.multipart_id or self.store.create_multipart(key)
+                    number = len(state.parts) + len(window) + 1
+                    future = self._send(key, state.multipart_id, number, unclaimed, view)
+                    window.append(_InFlight(future, number, received, unclaimed))
+                    unclaimed = []
+                    self._settle(window, state, part_size, checkpoint, keep=self.in_flight)
                 else:
+                    self._settle(window, state, part_size, checkpoint, keep=0)  # staged chunks follow the parts
                     staged_key = keys.staged_chunk_key(upload["tenant_id"], upload["id"], chunk_start)
-                    if len(staged) >= MAX_STAGED_CHUNKS:
-                        staged = self._merge(staged, buffer, staged_key.replace(".chunk", ".merged"))
+                    tail = bytes(view[:copied])
+                    if len(state.staged) >= MAX_STAGED_CHUNKS:
+                        state.staged = self._merge(state.staged, tail, staged_key.replace(".chunk", ".merged"))
                     else:
-                        buffer.seek(0)
-                        self.store.put(staged_key, buffer)
-                        staged.append([staged_key, copied])
+                        self.store.put(staged_key, tail)
+                        state.staged = [*state.staged, [staged_key, copied]]
+                    state.offset = received
+                    unclaimed = state.staged
                 if interrupted or copied < need:
                     break
-        return {"offset": offset, "parts": parts, "staged": staged, "multipart_id": multipart_id}
+            self._settle(window, state, part_size, checkpoint, keep=0)
+        except BaseException:
+            self._abandon(window, state, part_size, checkpoint)
+            raise
+        return state.changes()
 
-    def _merge(self, staged: list, tail, merged_key: str) -> list:
+    def _send(self, key: str, multipart_id: str, number: int, staged: list, view: memoryview) -> Future:
+        """Uploads part `number` in the pool. A copy (the buffer takes the next part meanwhile), made once one of
+        the process's PART_SLOTS is free: a free slot is a part that finished, so this wait always ends."""
+        self.slots.acquire()
+        try:
+            future = self.pool.submit(self._upload_part, key, multipart_id, number, staged, bytes(view))
+        except BaseException:
+            self.slots.release()
+            raise
+        future.add_done_callback(lambda _done: self.slots.release())
+        return future
+
+    def _settle(self, window: deque[_InFlight], state: _Progress, part_size: int, checkpoint: Checkpoint, *,
+                keep: int) -> None:
+        """Commits the parts at the head of `window` that are stored, in order, waiting for the oldest while more
+        than `keep` are in flight. A part that failed raises its error (the parts after it stay uncommitted)."""
+        while window and (len(window) > keep or window[0].future.done()):
+            part = window[0]
+            etag = part.future.result()
+            window.popleft()
+            state.parts = [*state.parts, [part.number, etag, part_size]]
+            state.offset = part.end
+            state.staged = []  # only the first part of a PATCH takes staged chunks, and they come before it
+            checkpoint(state.changes())
+            for staged_key, _ in part.consumed:  # only once the record no longer needs them
+                self.store.delete(staged_key)
+
+    def _abandon(self, window: deque[_InFlight], state: _Progress, part_size: int, checkpoint: Checkpoint) -> None:
+        """After an error: no part of this PATCH may still be writing when it answers. Commits what was stored
+        in order up to the first failure, if the lease still allows."""
+        wait([part.future for part in window])
+        try:
+            self._settle(window, state, part_size, checkpoint, keep=0)
+        except Exception:  # noqa: BLE001 - the error being raised already tells the client
+            log.info("parts after the failure stay uncommitted", exc_info=True)
+
+    def _merge(self, staged: list, tail: bytes, merged_key: str) -> list:
         """Join every staged chunk and `tail` into one staged object. It is named by this chunk's offset, which
         no committed record names yet; the old chunks stay (the record still names them until this PATCH
         commits) and go with the staging prefix when the upload finishes."""
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as body:
-            self._concatenate(staged, tail, body)
-            size = body.tell()
-            body.seek(0)
-            self.store.put(merged_key, body)
-        return [[merged_key, size]]
+        body = self._joined(staged, tail)
+        self.store.put(merged_key, body)
+        return [[merged_key, len(body)]]
 
-    def _concatenate(self, staged: list, tail, body) -> None:
+    def _joined(self, staged: list, tail: bytes) -> bytes:
+        """The staged chunks' bytes, then `tail` (at most a part: bounded)."""
+        if not staged:
+            return tail
+        pieces = []
         for staged_key, _ in staged:
             with self.store.open(staged_key) as source:
                 while data := source.read(CHUNK):
-                    body.write(data)
-        tail.seek(0)
-        while data := tail.read(CHUNK):
-            body.write(data)
+                    pieces.append(data)
+        pieces.append(tail)
+        return b"".join(pieces)
 
-    def _upload_part(self, key: str, multipart_id: str, number: int, staged: list, tail) -> str:
-        if not staged:
-            tail.seek(0)
-            return self.store.upload_part(key, multipart_id, number, tail)
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as body:
-            self._concatenate(staged, tail, body)
-            body.seek(0)
-            return self.store.upload_part(key, multipart_id, number, body)
+    def _upload_part(self, key: str, multipart_id: str, number: int, staged: list, tail: bytes) -> str:
+        return self.store.upload_part(key, multipart_id, number, self._joined(staged, tail))
 
     def finish(self, upload):
         key = keys.original_key(upload["tenant_id"], upload["id"])
@@ -226,8 +338,7 @@ class MultipartAssembler(Assembler):
             multipart_id = self.store.create_multipart(key)
         try:
             if staged:
-                with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as empty:
-                    etag = self._upload_part(key, multipart_id, len(parts) + 1, staged, empty)
+                etag = self._upload_part(key, multipart_id, len(parts) + 1, staged, b"")
                 parts.append([len(parts) + 1, etag, sum(size for _, size in staged)])
             info = self.store.complete_multipart(key, multipart_id, [(n, etag) for n, etag, _ in parts])
         except (ObjectNotFound, ValueError) as error:

@@ -15,7 +15,8 @@ from services.bootstrap import Dependencies
 from services.errors import ApiError
 from services.metrics import per_registry
 from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video, publish_deleted, record_and_publish
-from upload_service.assembly import CHUNK, Assembler, Interrupted
+from upload_service.assembly import CHUNK, Assembler
+from upload_service.body import Body, Interrupted, source_for
 from upload_service.completion import complete_upload
 from upload_service.lease import UploadLease
 from upload_service.protocol import (
@@ -183,22 +184,10 @@ def patch(upload_id: str):
     return "", 204, headers
 
 
-def _body_reader(limit: int, lease: UploadLease):
-    stream, left = request.stream, [limit]
-
-    def read(n: int) -> bytes:
-        lease.check()  # never write bytes of an upload somebody else has taken over
-        if left[0] <= 0:
-            return b""
-        try:
-            data = stream.read(min(n, left[0]))
-        except (ClientDisconnected, OSError):
-            raise Interrupted() from None
-        left[0] -= len(data)
-        _received_bytes(current_app.extensions["reelhouse"].registry).inc(len(data))
-        return data
-
-    return read
+def _body(limit: int, lease: UploadLease) -> Body:
+    counter = _received_bytes(deps().registry)
+    source = source_for(request.environ, request.stream, deps().config.client_body_timeout)
+    return Body(source, limit, lease.check, counter.inc)
 
 
 def _received_bytes(registry) -> Counter:
@@ -207,22 +196,25 @@ def _received_bytes(registry) -> Counter:
         "reelhouse_upload_bytes_total", "Upload bytes received (tus PATCH)", registry=r))
 
 
-def _verified(read, checksum, spool):
+def _verified(body: Body, checksum, spool) -> Body:
     """Spool the whole body, check its digest, and only then hand it on: a mismatching chunk is never written."""
     digest, expected = checksum
+    buffer = memoryview(bytearray(CHUNK))
+    size = 0
     while True:
         try:
-            data = read(CHUNK)
+            n = body.readinto(buffer)
         except Interrupted:
             raise ApiError(400, "incomplete_body", "The body ended early; nothing of it was kept.") from None
-        if not data:
+        if not n:
             break
-        digest.update(data)
-        spool.write(data)
+        digest.update(buffer[:n])
+        spool.write(buffer[:n])
+        size += n
     if digest.digest() != expected:
         raise ApiError(460, "checksum_mismatch", "The chunk does not match Upload-Checksum; it was discarded.")
     spool.seek(0)
-    return spool.read
+    return Body(spool, size, body.check, lambda _n: None)
 
 
 def _append(upload: dict[str, Any], offset: int, checksum) -> dict[str, Any]:
@@ -235,11 +227,11 @@ def _append(upload: dict[str, Any], offset: int, checksum) -> dict[str, Any]:
         raise ApiError(413, "chunk_too_large", f"Only {remaining} more bytes fit in this upload.")
     config = deps().config
     with UploadLease(deps().metadata.uploads, upload) as lease, tempfile.TemporaryFile() as spool:
-        read = _body_reader(remaining, lease)
+        body = _body(remaining, lease)
         if checksum is not None:
-            read = _verified(read, checksum, spool)
+            body = _verified(body, checksum, spool)
         if upload["state"] == "receiving" and remaining > 0:
-            changes = assembler().write(lease.upload, read, lease.checkpoint)
+            changes = assembler().write(lease.upload, body, lease.checkpoint)
         else:
             changes = {}
         overlong = declared is None and _more_body()
