@@ -1,4 +1,10 @@
-"""SQLite metadata adapter: one JSON document per row, WAL, one connection per thread, versioned migrations."""
+"""SQLite metadata adapter: one JSON document per row, WAL, pooled connections, versioned migrations.
+
+Each operation borrows a connection from a small pool and hands it back, so that no thread holds one between
+operations. (A connection per thread, as before, cost each open Socket.IO socket of the notify service ~150 KiB:
+the socket's own thread or greenlet ran the connect handler's lookup and kept that connection while it lived; and
+the short-lived threads and greenlets left theirs open for good.)
+"""
 
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from services.ports.metadata import (
 )
 
 _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+IDLE_CONNECTIONS = 8  # kept open between operations; more are opened while more operations run at once
 
 
 def _index_name(table: str, fields: tuple[str, ...], unique: bool) -> str:
@@ -62,38 +69,57 @@ class SqliteMetadataStore(MetadataStore):
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: set[sqlite3.Connection] = set()  # every open one, for close()
+        self._idle: list[sqlite3.Connection] = []
         self._migrate()
         for name, collection in COLLECTIONS.items():
             setattr(self, name, SqliteRepository(self, collection))
 
-    def connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.create_function("casefold", 1, lambda s: s.casefold() if isinstance(s, str) else s,
-                                 deterministic=True)
-            self._local.conn = conn
-            with self._lock:
-                self._connections.append(conn)
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation: an idle one of the pool, or a new one; handed back afterwards."""
+        conn = self._checkout()
+        try:
+            yield conn
+        finally:
+            self._checkin(conn)
+
+    def _checkout(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.create_function("casefold", 1, lambda s: s.casefold() if isinstance(s, str) else s,
+                             deterministic=True)
+        with self._lock:
+            self._connections.add(conn)
         return conn
+
+    def _checkin(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn not in self._connections:
+                return  # closed by close() meanwhile
+            if len(self._idle) < IDLE_CONNECTIONS and not conn.in_transaction:
+                self._idle.append(conn)
+                return
+            self._connections.discard(conn)
+        conn.close()  # an unfinished transaction is rolled back
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE: read-modify-write is serialised across threads and processes."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -107,18 +133,20 @@ class SqliteMetadataStore(MetadataStore):
                 conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, utcnow_iso()))
 
     def schema_version(self) -> int:
-        row = self.connection().execute("SELECT max(version) FROM schema_migrations").fetchone()
+        with self.connection() as conn:
+            row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
         return row[0] or 0
 
     def ping(self) -> None:
-        self.connection().execute("SELECT 1").fetchone()
+        with self.connection() as conn:
+            conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         with self._lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
-        self._local = threading.local()
+            self._idle.clear()
 
 
 def _dumps(record: Mapping[str, Any]) -> str:
@@ -149,8 +177,8 @@ class SqliteRepository(Repository):
         return record
 
     def get(self, record_id: str, *, tenant_id: str | None = None) -> dict | None:
-        row = self.store.connection().execute(
-            f"SELECT data FROM {self.table} WHERE id = ?", (record_id,)).fetchone()  # noqa: S608
+        with self.store.connection() as conn:
+            row = conn.execute(f"SELECT data FROM {self.table} WHERE id = ?", (record_id,)).fetchone()  # noqa: S608
         if row is None:
             return None
         record = json.loads(row[0])
@@ -192,13 +220,13 @@ class SqliteRepository(Repository):
             clause += f" AND instr(casefold(json_extract(data, '$.{self.c.search_field}')), ?) > 0"
             params.append(search.casefold())
         direction = "DESC" if newest_first else "ASC"
-        conn = self.store.connection()
-        total = conn.execute(f"SELECT count(*) FROM {self.table} WHERE {clause}", params).fetchone()[0]  # noqa: S608
-        rows = conn.execute(
-            f"SELECT data FROM {self.table} WHERE {clause} "  # noqa: S608
-            f"ORDER BY json_extract(data, '$.created_at') {direction}, id {direction} LIMIT ? OFFSET ?",
-            [*params, per_page, (page - 1) * per_page],
-        ).fetchall()
+        with self.store.connection() as conn:
+            total = conn.execute(f"SELECT count(*) FROM {self.table} WHERE {clause}", params).fetchone()[0]  # noqa: S608
+            rows = conn.execute(
+                f"SELECT data FROM {self.table} WHERE {clause} "  # noqa: S608
+                f"ORDER BY json_extract(data, '$.created_at') {direction}, id {direction} LIMIT ? OFFSET ?",
+                [*params, per_page, (page - 1) * per_page],
+            ).fetchall()
         return Page([json.loads(r[0]) for r in rows], total, page, per_page)
 
     def delete_where(self, where: Where) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
-from services.adapters.sqlite_metadata import MIGRATIONS, SqliteMetadataStore
+from services.adapters.sqlite_metadata import IDLE_CONNECTIONS, MIGRATIONS, SqliteMetadataStore
 from services.ports.metadata import DuplicateKey, VersionConflict
 
 
@@ -28,7 +30,8 @@ def store(db_path):
 
 def test_creates_parent_directories_and_uses_wal(store, db_path):
     assert db_path.is_file()
-    assert store.connection().execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    with store.connection() as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     # WAL is a property of the file: a plain connection opened afterwards sees it too.
     with sqlite3.connect(db_path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
@@ -79,7 +82,8 @@ def test_a_version_1_database_is_upgraded_to_version_2(db_path):
                                                     "status": "pending", "next_attempt_at": 1.0})
         assert upgraded.webhook_deliveries.find({"status": "pending", "next_attempt_at": {"$lte": 2.0}}).items[0][
             "id"] == delivery["id"]
-        indexes = {r[0] for r in upgraded.connection().execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        with upgraded.connection() as conn:
+            indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"ix_webhooks_tenant_id", "ix_webhook_deliveries_webhook_id",
                 "ix_webhook_deliveries_status_next_attempt_at"} <= indexes
     finally:
@@ -152,3 +156,54 @@ def test_close_then_use_again_reconnects(store):
     store.close()
     assert store.tenants.get(added["id"]) == added
     store.ping()
+
+
+def _live_connections() -> int:
+    gc.collect()  # garbage of earlier tests is not live
+    return sum(isinstance(o, sqlite3.Connection) for o in gc.get_objects())
+
+
+def test_threads_hold_no_connection_between_operations(store):
+    """A long-lived thread (a websocket's, in the notify service) must not keep a connection after its lookup, and
+    short-lived ones (one per Socket.IO message or request) must not leave theirs open."""
+    added = store.tenants.add({"name": "Acme", "name_key": "acme"})
+    before = _live_connections()
+
+    def read():
+        assert store.tenants.get(added["id"]) == added
+        assert store.tenants.find({"name_key": "acme"}).total == 1
+
+    for _ in range(40):
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+    assert _live_connections() <= before + 1
+
+    ready, go = threading.Barrier(31), threading.Event()
+
+    def read_then_stay():
+        read()
+        ready.wait()
+        go.wait(30)
+
+    threads = [threading.Thread(target=read_then_stay) for _ in range(30)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    try:
+        # 30 threads alive that have each used the store: at most the idle pool is open
+        assert _live_connections() <= before + IDLE_CONNECTIONS
+    finally:
+        go.set()
+        for thread in threads:
+            thread.join()
+    read()
+
+
+def test_a_connection_handed_back_inside_a_transaction_is_not_reused(store):
+    with store.connection() as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO schema_migrations VALUES (99, 'x')")
+    # the write lock went with that connection, and its insert was rolled back
+    with store.transaction() as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations WHERE version = 99").fetchone()[0] == 0
