@@ -47,6 +47,14 @@ CLIPS = {
         "-f", "lavfi", "-i", "sine=frequency=660:duration=4",
         "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k",
         "-c:a", "libopus", "-b:a", "64k"], ".mkv"),
+    # What a phone or an editor exports: H.264 High with B-frames, 4:2:0, constant 30 fps, an IDR every second,
+    # AAC. Its video may be copied as the top rung (passthrough).
+    "camera": ([
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=6",
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p",
+        "-force_key_frames", "expr:gte(t,n_forced)", "-sc_threshold", "0", "-g", "300",
+        "-maxrate", "1M", "-bufsize", "2M", "-c:a", "aac", "-b:a", "64k"], ".mp4"),
     # For early playback and cancel: long enough to watch while ffmpeg is still at work (with a read rate).
     "long": ([
         "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30:duration=20",

@@ -88,10 +88,13 @@ def test_hls_command_one_process_aligned_keyframes(tmp_path):
     probe = make_probe(1280, 720, fps=30000 / 1001)
     rungs = plan_ladder(probe)
     argv = hls_command("/videos/in.mp4", tmp_path / "out", rungs, probe)
-    assert option(argv, "-g") == option(argv, "-keyint_min") == "60"
-    assert option(argv, "-sc_threshold") == "0"
-    # keyframes at 0 and 1 s, then every 2 s; the muxer cuts at each: segments of 1, 1, 2, 2… s
-    assert option(argv, "-force_key_frames") == "expr:if(lt(n_forced,2),gte(t,n_forced*1),gte(t,(n_forced-1)*2))"
+    for index in range(len(rungs)):  # every rung encoded alike
+        assert option(argv, f"-c:v:{index}") == "libx264"
+        assert option(argv, f"-g:v:{index}") == option(argv, f"-keyint_min:v:{index}") == "60"
+        assert option(argv, f"-sc_threshold:v:{index}") == "0"
+        # keyframes at 0 and 1 s, then every 2 s; the muxer cuts at each: segments of 1, 1, 2, 2… s
+        assert option(argv, f"-force_key_frames:v:{index}") == (
+            "expr:if(lt(n_forced,2),gte(t,n_forced*1),gte(t,(n_forced-1)*2))")
     assert option(argv, "-hls_time") == "1"
     assert option(argv, "-hls_segment_type") == "fmp4"
     assert option(argv, "-hls_playlist_type") == "event"

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ffmpeg
 
 from services.media import FORMAT_WHITELIST, Probe
 
+from .images import Stills
 from .ladder import Rung
 from .runner import ffmpeg_binary
+
+if TYPE_CHECKING:  # passthrough imports this module
+    from .passthrough import Passthrough
 
 MASTER_NAME = "master.m3u8"
 PLAYLIST_NAME = "index.m3u8"
@@ -63,20 +68,40 @@ def gop_frames(fps: Fraction, segment_seconds: float) -> int:
     return max(1, round(fps * Fraction(segment_seconds).limit_denominator(1000)))
 
 
+def _encoded_video_options(index: int, rung: Rung, preset: str, fps: Fraction, segment_seconds: float,
+                           passthrough: Passthrough | None) -> dict[str, str]:
+    """x264 options of output video stream `index`. Keyframes at the same instants in every rung, so a player
+    can switch rungs at any segment boundary: no extra keyframes on scene cuts, and keyframes forced on the
+    segment grid (a fixed GOP), or where the copied top rung has its cuts."""
+    if passthrough is None:
+        gop, keyframes = gop_frames(fps, segment_seconds), first_segment_keyframes(segment_seconds)
+    else:
+        gop, keyframes = passthrough.gop_frames(), passthrough.force_key_frames()
+    return {f"c:v:{index}": "libx264", f"preset:v:{index}": preset, f"profile:v:{index}": "high",
+            f"b:v:{index}": str(rung.video_bitrate), f"maxrate:v:{index}": str(rung.maxrate),
+            f"bufsize:v:{index}": str(rung.bufsize), f"g:v:{index}": str(gop),
+            f"keyint_min:v:{index}": str(gop), f"sc_threshold:v:{index}": "0",
+            f"force_key_frames:v:{index}": keyframes}
+
+
 def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Probe, *, segment_seconds: float = 2,
-                preset: str = "veryfast", readrate: float | None = None, pad_video: bool = False) -> list[str]:
+                preset: str = "veryfast", readrate: float | None = None, pad_video: bool = False,
+                stills: Stills | None = None, passthrough: Passthrough | None = None) -> list[str]:
     """argv of ONE ffmpeg process writing `<out_dir>/<rung>/index.m3u8` (+ init.mp4, seg_NNNNN.m4s) per rung
     and `<out_dir>/master.m3u8`. `readrate` throttles reading the input (× realtime), e.g. to share a machine.
     `pad_video`: the video track ends before the audio (a still picture over a song): repeat its last frame.
     Segments last `segment_seconds`, except that the first is cut in two halves: a viewer waiting for a new
-    video gets its first segment after half the encoding."""
+    video gets its first segment after half the encoding. `stills`: the thumbnail, poster and storyboard come out
+    of the same decode as extra outputs. `passthrough`: the top rung (rungs[0]) is the source's video copied, cut
+    where the source has keyframes, and the other rungs get theirs at the same instants."""
     if not rungs:
         raise ValueError("no rungs")
+    if passthrough is not None and pad_video:
+        raise ValueError("a padded video track cannot be copied")
     out_dir = Path(out_dir).absolute()
     if "%" in str(out_dir):
         raise ValueError("the output directory must not contain '%' (ffmpeg expands it)")
     fps = output_fps(probe)
-    gop = gop_frames(fps, segment_seconds)
     in_options = input_options(source)
     if readrate:
         in_options["readrate"] = str(readrate)
@@ -88,15 +113,21 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         # HLS cuts segments at video keyframes: with no video left, the rest of the audio would end up in one
         # segment that claims a couple of seconds. Clone the last picture to the end instead (-t trims the rest).
         video = video.filter("tpad", stop_mode="clone", stop_duration=f"{probe.duration:.3f}")
-    video = video.filter("format", "yuv420p").filter_multi_output("split", len(rungs))
+    copied = 1 if passthrough is not None else 0
+    encoded = len(rungs) - copied
+    branches = encoded + (stills.BRANCHES if stills else 0)
+    # (No branch at all: a copied rung alone, bench/transcode.py's one process per rung.)
+    video = video.filter("format", "yuv420p").filter_multi_output("split", branches) if branches else None
     audio = stream.audio.filter_multi_output("asplit", len(rungs)) if probe.audio_codec else None
     outputs, options, stream_map = [], {}, []
     for index, rung in enumerate(rungs):
-        # setsar=1: square pixels; the sizes were computed from the displayed aspect already.
-        outputs.append(video[index].filter("scale", rung.width, rung.height).filter("setsar", 1))
-        options[f"b:v:{index}"] = str(rung.video_bitrate)
-        options[f"maxrate:v:{index}"] = str(rung.maxrate)
-        options[f"bufsize:v:{index}"] = str(rung.bufsize)
+        if index < copied:
+            outputs.append(stream["v:0"])
+            options[f"c:v:{index}"] = "copy"
+        else:
+            # setsar=1: square pixels; the sizes were computed from the displayed aspect already.
+            outputs.append(video[index - copied].filter("scale", rung.width, rung.height).filter("setsar", 1))
+            options.update(_encoded_video_options(index, rung, preset, fps, segment_seconds, passthrough))
         if audio is not None:
             outputs.append(audio[index])
             options[f"b:a:{index}"] = str(rung.audio_bitrate)
@@ -104,14 +135,11 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         else:
             stream_map.append(f"v:{index},name:{rung.name}")
     options.update({
-        "c:v": "libx264", "preset": preset, "profile:v": "high",
-        # Keyframes at the same instants in every rung, so a player can switch rungs at any segment boundary:
-        # a fixed GOP, no extra keyframes on scene cuts, and keyframes forced on the segment grid.
-        "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0",
-        "force_key_frames": first_segment_keyframes(segment_seconds),
         # The muxer cuts at the first keyframe past hls_time × the segments so far: with keyframes at 0, s/2, s,
-        # 2s, 3s… and hls_time s/2 that is every keyframe, i.e. segments of s/2, s/2, then s.
-        "f": "hls", "hls_time": _seconds(segment_seconds / 2), "hls_segment_type": "fmp4",
+        # 2s, 3s… and hls_time s/2 that is every keyframe, i.e. segments of s/2, s/2, then s. A copied rung
+        # has the source's keyframes (say every second): hls_time s keeps its segments near s long.
+        "f": "hls", "hls_time": _seconds(segment_seconds if passthrough else segment_seconds / 2),
+        "hls_segment_type": "fmp4",
         "hls_fmp4_init_filename": INIT_NAME,
         "hls_segment_filename": str(out_dir / "%v" / SEGMENT_PATTERN),
         # EVENT: players may start while segments are still being added; VOD is written at the end (publisher).
@@ -125,7 +153,10 @@ def hls_command(source: str, out_dir: str | Path, rungs: list[Rung], probe: Prob
         options["t"] = f"{probe.duration:.3f}"
     if audio is not None:
         options.update({"c:a": "aac", "ac": "2"})  # stereo AAC-LC: what every browser plays
-    return (ffmpeg.output(*outputs, str(out_dir / "%v" / PLAYLIST_NAME), **options)
+    hls = ffmpeg.output(*outputs, str(out_dir / "%v" / PLAYLIST_NAME), **options)
+    if stills is not None:
+        hls = ffmpeg.merge_outputs(hls, *stills.outputs(video[encoded], video[encoded + 1], probe, float(fps)))
+    return (hls
             # progress every 0.1 s: the caller announces the first published segments between two reports
             .global_args("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats",
                          "-stats_period", "0.1")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +10,7 @@ import ffmpeg
 
 from services.media import Probe
 
-from .hls import input_options
 from .ladder import display_size
-from .runner import TranscodeError, TranscodeTimeout, ffmpeg_binary, run_ffmpeg, time_limit
-
-log = logging.getLogger(__name__)
 
 THUMBNAIL_WIDTH = 320
 POSTER_MAX_WIDTH = 1280
@@ -24,7 +18,6 @@ TILE_WIDTH = 160
 MAX_TILES = 100
 MAX_COLUMNS = 10
 JPEG_QUALITY = 3  # ffmpeg's -q:v scale, 2 (best) .. 31
-_GLOBAL = ("-hide_banner", "-nostdin", "-loglevel", "error", "-progress", "pipe:1", "-nostats")
 
 
 def _even(value: float) -> int:
@@ -38,50 +31,17 @@ def _size_for_width(probe: Probe, width: int) -> tuple[int, int]:
     return width, _even(width * source_height / source_width)
 
 
+def _window_seconds(duration: float) -> float:
+    return min(3.0, duration * 0.5)
+
+
 def representative_window(duration: float, fps: float | None) -> tuple[float, int]:
     """Where to look for the thumbnail (seconds) and over how many frames: from 20 % in, so intros, fades
     from black and title cards are behind us, over up to ~3 s of frames for the `thumbnail` filter."""
-    window = min(3.0, duration * 0.5)
+    window = _window_seconds(duration)
     start = max(0.0, min(duration * 0.2, duration - window))
     frames = max(1, min(100, round((fps or 30) * window)))
     return round(start, 3), frames
-
-
-def thumbnail_command(source: str, thumbnail_path: str | Path, poster_path: str | Path, probe: Probe, *,
-                      start: float | None = None) -> list[str]:
-    window_start, frames = representative_window(probe.duration, probe.fps)
-    start = window_start if start is None else start
-    # -ss before -i: seek in the demuxer (fast), then decode from the preceding keyframe (exact).
-    stream = ffmpeg.input(source, ss=str(start), **input_options(source))
-    # `thumbnail` picks, out of `frames` frames, the one closest to their average histogram: a typical picture,
-    # not a black or flash frame. One decode feeds both images.
-    best = stream.video.filter("thumbnail", n=max(2, frames)).filter_multi_output("split", 2)  # ffmpeg wants n ≥ 2
-    outputs = []
-    for index, (path, width) in enumerate(((thumbnail_path, THUMBNAIL_WIDTH), (poster_path, POSTER_MAX_WIDTH))):
-        w, h = _size_for_width(probe, width)
-        image = best[index].filter("scale", w, h).filter("setsar", 1)
-        outputs.append(ffmpeg.output(image, str(path), vframes=1, **{"q:v": str(JPEG_QUALITY)}, f="image2",
-                                     update="1"))
-    return ffmpeg.merge_outputs(*outputs).global_args(*_GLOBAL).overwrite_output().compile(cmd=ffmpeg_binary())
-
-
-def make_thumbnail_and_poster(source: str, thumbnail_path: str | Path, poster_path: str | Path, probe: Probe, *,
-                              cancel: threading.Event | None = None) -> None:
-    """Write the thumbnail (320 wide) and the poster (source size, at most 1280 wide) as JPEG files."""
-    try:
-        run_ffmpeg(thumbnail_command(source, thumbnail_path, poster_path, probe), cancel=cancel,
-                   timeout=time_limit(None, base=60))
-    except TranscodeTimeout:
-        raise
-    except TranscodeError as error:
-        # Typically no frame after the seek: the container outlasts the video track (a long audio track, say).
-        # The opening frames are better than no thumbnail.
-        log.info("no thumbnail from the representative window (%s); using the opening frames", error)
-        run_ffmpeg(thumbnail_command(source, thumbnail_path, poster_path, probe, start=0.0), cancel=cancel,
-                   timeout=time_limit(None, base=60))
-    for path in (thumbnail_path, poster_path):
-        if not Path(path).is_file() or Path(path).stat().st_size == 0:
-            raise RuntimeError(f"ffmpeg wrote no {Path(path).name}")
 
 
 @dataclass(frozen=True)
@@ -124,23 +84,71 @@ def plan_storyboard(duration: float, width: int, height: int, *, max_tiles: int 
                       tile_height=_even(tile_width * height / width))
 
 
-def storyboard_command(source: str, sprite_path: str | Path, plan: Storyboard) -> list[str]:
-    stream = ffmpeg.input(source, **input_options(source))
+def _storyboard_output(video, sprite_path: str | Path, plan: Storyboard):
     # fps=1/interval keeps the frame nearest each tile's start time; tile lays them out row by row.
-    sheet = (stream.video.filter("fps", fps=f"1/{plan.interval:g}")
+    sheet = (video.filter("fps", fps=f"1/{plan.interval:g}")
              .filter("scale", plan.tile_width, plan.tile_height).filter("setsar", 1)
              .filter("tile", f"{plan.columns}x{plan.rows}"))
-    return (ffmpeg.output(sheet, str(sprite_path), vframes=1, **{"q:v": "4"}, f="image2", update="1")
-            .global_args(*_GLOBAL).overwrite_output().compile(cmd=ffmpeg_binary()))
+    return ffmpeg.output(sheet, str(sprite_path), vframes=1, **{"q:v": "4"}, f="image2", update="1")
 
 
-def make_storyboard(source: str, sprite_path: str | Path, plan: Storyboard, *,
-                    cancel: threading.Event | None = None) -> None:
-    """Write the sprite sheet JPEG of `plan` from `source` (ideally a small rendition: cheap to decode)."""
-    run_ffmpeg(storyboard_command(source, sprite_path, plan), cancel=cancel,
-               timeout=time_limit(plan.duration, base=60, factor=2))
-    if not Path(sprite_path).is_file() or Path(sprite_path).stat().st_size == 0:
-        raise RuntimeError("ffmpeg wrote no storyboard sprite")
+@dataclass(frozen=True)
+class Stills:
+    """Thumbnail, poster and storyboard sprite as extra outputs of the ladder's own ffmpeg process: it decodes the
+    source anyway, so the images cost a few filters instead of a second and a third decode."""
+
+    thumbnail: Path
+    poster: Path
+    sprite: Path
+    storyboard: Storyboard
+    BRANCHES = 2  # video branches of the ladder's split these outputs take
+
+    def outputs(self, thumbnail_branch, storyboard_branch, probe: Probe, fps: float) -> list:
+        """ffmpeg-python outputs fed by two branches of the ladder's decoded video (constant `fps`)."""
+        start, frames = representative_window(probe.duration, fps)
+        opening, rest = _opening_and_rest(thumbnail_branch, 2)
+        # trim: only the window reaches the `thumbnail` filter, which picks, out of `frames` frames, the one
+        # closest to their average histogram: a typical picture, not a black or flash frame. One pick, both images.
+        best = (rest.filter("trim", start=f"{start:g}", end=f"{start + _window_seconds(probe.duration):.3f}")
+                .filter("thumbnail", n=max(2, frames))  # ffmpeg wants n ≥ 2
+                .filter("trim", end_frame=1).filter_multi_output("split", 2))
+        outputs = []
+        for index, (path, width) in enumerate(((self.thumbnail, THUMBNAIL_WIDTH), (self.poster, POSTER_MAX_WIDTH))):
+            size = _size_for_width(probe, width)
+            outputs.append(_jpeg(_primed(opening[index], best[index], size), path, JPEG_QUALITY))
+        plan = self.storyboard
+        opening, rest = _opening_and_rest(storyboard_branch, 1)
+        # fps=1/interval keeps the frame nearest each tile's start time; tile lays them out row by row. A padded
+        # video track (tpad) runs past the duration: the sprite shows the video's own length only.
+        sheet = (rest.filter("trim", end=f"{plan.duration:.3f}").filter("fps", fps=f"1/{plan.interval:g}")
+                 .filter("scale", plan.tile_width, plan.tile_height).filter("setsar", 1)
+                 .filter("tile", f"{plan.columns}x{plan.rows}"))
+        outputs.append(_jpeg(_primed(opening[0], sheet, (plan.width, plan.height)), self.sprite, 4))
+        return outputs
+
+    def check(self) -> None:
+        for path in (self.thumbnail, self.poster, self.sprite):
+            if not path.is_file() or path.stat().st_size == 0:
+                raise RuntimeError(f"ffmpeg wrote no {path.name}")
+
+
+def _opening_and_rest(branch, copies: int):
+    """`copies` branches with the opening frame alone, and one with every frame."""
+    parts = branch.filter_multi_output("split", 2)
+    return parts[0].filter("trim", end_frame=1).filter_multi_output("split", copies), parts[1]
+
+
+def _primed(opening, picked, size: tuple[int, int]):
+    """The opening frame, then `picked`, both at `size`. ffmpeg holds back every -progress report until each
+    output has started, and the pick or the sprite come late (the sprite at the very end): the opening frame
+    starts the image output at once, and the picked frame then overwrites it (image2 -update 1)."""
+    width, height = size
+    return ffmpeg.concat(opening.filter("scale", width, height).filter("setsar", 1),
+                         picked.filter("scale", width, height).filter("setsar", 1), v=1, a=0)
+
+
+def _jpeg(video, path: Path, quality: int):
+    return ffmpeg.output(video, str(path), **{"q:v": str(quality)}, f="image2", update="1")
 
 
 def storyboard_vtt(plan: Storyboard, image_url: str = "storyboard.jpg") -> str:

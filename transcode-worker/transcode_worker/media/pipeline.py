@@ -8,6 +8,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from services.media import probe as probe_media
 from services.ports import ObjectStore
 
 from .facts import VideoFacts, video_facts
-from .hls import hls_command
-from .images import make_storyboard, make_thumbnail_and_poster, plan_storyboard, storyboard_vtt
-from .ladder import Rung, display_size, plan_ladder
-from .publisher import SegmentPublisher, local_rendition_files
+from .images import storyboard_vtt
+from .ladder import Rung, display_size
+from .plan import plan_job
+from .publisher import SegmentPublisher
 from .remux import is_browser_playable, remux_faststart
 from .runner import Cancelled, TranscodeError, run_ffmpeg, time_limit
 
@@ -106,7 +107,8 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
 
     Order: faststart original (H.264/AAC sources) → on_original_ready() → the HLS ladder, stored segment by
     segment while ffmpeg encodes (on_hls_ready() once the master playlist and a first segment of every rung are
-    stored) → thumbnail and poster → storyboard → VOD playlists, on_rendition_ready() per rung. Every
+    stored; the same ffmpeg process writes the thumbnail, poster and storyboard sprite) → those images stored →
+    VOD playlists, on_rendition_ready() per rung. Every
     callback runs in the caller's thread. Raises MediaError (the user's file is unusable: permanent),
     Cancelled, or TranscodeError (worth a retry); in every such case the outputs stored so far are removed."""
     cancel = cancel or threading.Event()
@@ -114,7 +116,6 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
     if probe is None:
         probe = probe_media(source)
     _check(probe)
-    rungs = plan_ladder(probe)
     progress = _Progress(on_progress)
     k = _Keys(tenant_id, video_id)
     Path(work_dir).mkdir(parents=True, exist_ok=True)
@@ -123,38 +124,43 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
     try:
         progress("original", 0, force=True)
         facts = video_facts(source)
-        playable = _playable_original(store, source, probe, facts, work, k, cancel, on_original_ready)
+        # Planning reads every video packet's header (may the top rung be copied?) while the remux copies the file:
+        # both mostly wait for the disk or the network, and the original is announced as early as before.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"plan-{video_id}") as planner:
+            planned = planner.submit(plan_job, source, probe, facts, work, segment_seconds=segment_seconds)
+            playable = _playable_original(store, source, probe, facts, work, k, cancel, on_original_ready)
+            plan = planned.result()
         _stop_if(cancel)
 
+        rungs, stills = plan.rungs, plan.stills
         hls_dir = work / "hls"
         publisher = SegmentPublisher(store, hls_dir, tenant_id, video_id, rungs,
                                      on_rendition_ready=on_rendition_ready)
-        # Pad only a video track its own headers declare short; a truncated file declares its full length, so
-        # padding can never hide missing data from the check below.
-        pad = facts.video_duration is not None and facts.video_duration < probe.duration - 1
-        decoded = _ladder(source, hls_dir, rungs, probe, publisher, progress, cancel, segment_seconds, preset,
-                          readrate, pad, on_hls_ready)
+        argv = plan.command(source, hls_dir, probe, segment_seconds=segment_seconds, preset=preset,
+                            readrate=readrate)
+        decoded = _ladder(argv, probe, publisher, progress, cancel, readrate, on_hls_ready)
         if decoded < probe.duration * MIN_DECODED_SHARE and probe.duration - decoded > 1:
             raise MediaError(f"Only {decoded:.1f} of the video's {probe.duration:.1f} seconds could be decoded: "
                              "the file is truncated or damaged.")
         _stop_if(cancel)
 
-        # After the ladder: images appear with `ready`, while the first HLS segment is what a viewer waits for.
+        # Stored after the ladder: images appear with `ready`, while the first HLS segment is what a viewer waits
+        # for.
         progress("thumbnail", 0)
-        make_thumbnail_and_poster(source, work / "thumbnail.jpg", work / "poster.jpg", probe, cancel=cancel)
-        _store_file(store, k.thumbnail, work / "thumbnail.jpg")
-        _store_file(store, k.poster, work / "poster.jpg")
-        _stop_if(cancel)
-
+        stills.check()
+        _store_file(store, k.thumbnail, stills.thumbnail)
+        _store_file(store, k.poster, stills.poster)
         progress("storyboard", 0)
-        storyboard = _storyboard(store, hls_dir / rungs[-1].name, rungs[-1], probe, work, k, cancel)
+        _store_file(store, k.storyboard_image, stills.sprite)
+        vtt = storyboard_vtt(stills.storyboard, image_url=k.storyboard_image.rsplit("/", 1)[-1])
+        store.put(k.storyboard_index, vtt.encode(), "text/vtt")
         _stop_if(cancel)
 
         progress("finalize", 0)
         publisher.finish()
         progress("finalize", 1, force=True)
         width, height = display_size(probe)
-        log.info("transcoded %s: %s, storyboard %d tiles", video_id, [r.name for r in rungs], storyboard.count)
+        log.info("transcoded %s: %s, storyboard %d tiles", video_id, [r.name for r in rungs], stills.storyboard.count)
         return Result(renditions=[rung.as_rendition() for rung in rungs], master_key=k.master,
                       thumbnail_key=k.thumbnail, poster_key=k.poster, storyboard_image_key=k.storyboard_image,
                       storyboard_index_key=k.storyboard_index, playable_original=playable,
@@ -235,8 +241,7 @@ def _playable_original(store, source, probe, facts: VideoFacts, work, k, cancel,
     return True
 
 
-def _ladder(source, hls_dir, rungs, probe, publisher, progress, cancel, segment_seconds, preset, readrate,
-            pad_video, on_hls_ready) -> float:
+def _ladder(argv, probe, publisher, progress, cancel, readrate, on_hls_ready) -> float:
     """Encode every rung in one ffmpeg process while the publisher stores finished segments; seconds decoded."""
     decoded = 0.0
     announced = False
@@ -256,8 +261,6 @@ def _ladder(source, hls_dir, rungs, probe, publisher, progress, cancel, segment_
         announce()
         progress("transcode", seconds / probe.duration)
 
-    argv = hls_command(source, hls_dir, rungs, probe, segment_seconds=segment_seconds, preset=preset,
-                       readrate=readrate, pad_video=pad_video)
     limit = time_limit(probe.duration) + (probe.duration / readrate if readrate else 0)
     publisher.start()
     try:
@@ -269,23 +272,6 @@ def _ladder(source, hls_dir, rungs, probe, publisher, progress, cancel, segment_
     publisher.publish_ready()
     announce()
     return decoded
-
-
-def _storyboard(store, rendition_dir: Path, rung: Rung, probe: Probe, work: Path, k, cancel):
-    """Sprite and WebVTT from the smallest rendition: already encoded, tiny to decode, keyframes every segment."""
-    init, segments = local_rendition_files(rendition_dir)
-    joined = work / "storyboard-source.mp4"
-    # init + media segments back to back form one fragmented MP4 that any demuxer reads.
-    with joined.open("wb") as out:
-        for part in (init, *segments):
-            with part.open("rb") as file:
-                shutil.copyfileobj(file, out)
-    plan = plan_storyboard(probe.duration, rung.width, rung.height)
-    make_storyboard(str(joined), work / "storyboard.jpg", plan, cancel=cancel)
-    _store_file(store, k.storyboard_image, work / "storyboard.jpg")
-    vtt = storyboard_vtt(plan, image_url=k.storyboard_image.rsplit("/", 1)[-1])
-    store.put(k.storyboard_index, vtt.encode(), "text/vtt")
-    return plan
 
 
 def _remove_outputs(store: ObjectStore, k: _Keys, publisher: SegmentPublisher | None) -> None:
