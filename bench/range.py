@@ -27,14 +27,8 @@ from reelhouse_gateway.cluster import Cluster  # noqa: E402
 from services.testing import STRONG_PASSWORD, free_port  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nginx import available, file_server, nginx  # noqa: E402
 from report import result  # noqa: E402
-
-NGINX_CONF = """{user}daemon off; worker_processes 2; pid {tmp}/nginx.pid; error_log {tmp}/error.log;
-events {{ worker_connections 1024; }}
-http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {tmp}/body; proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fcgi; uwsgi_temp_path {tmp}/uwsgi; scgi_temp_path {tmp}/scgi;
-  server {{ listen 127.0.0.1:{port}; root {root}; location / {{ }} }} }}
-"""
 
 LUA = """math.randomseed(os.time())
 request = function()
@@ -123,7 +117,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4, help="length of each wrk run")
     args = parser.parse_args()
-    if not shutil.which("nginx") or not shutil.which("wrk"):
+    if not available() or not shutil.which("wrk"):
         raise SystemExit("needs nginx and wrk (apt-get install nginx-light wrk)")
     with tempfile.TemporaryDirectory(prefix="bench-range-", dir=os.environ.get("BENCH_DIR")) as tmp:
         work = Path(tmp)
@@ -134,20 +128,8 @@ def main() -> None:
             for _ in range(args.size_mib):
                 f.write(block)
         size = source.stat().st_size
-        nginx_port = free_port()
-        (work / "nginx.conf").write_text(NGINX_CONF.format(
-            tmp=work, port=nginx_port, root=source.parent, user="user root; " if os.geteuid() == 0 else ""))
-        nginx = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        theirs = f"http://127.0.0.1:{nginx_port}/original"
-        try:
-            for _ in range(100):
-                try:
-                    requests.head(theirs, timeout=1)
-                    break
-                except requests.RequestException:  # not up yet, or too busy to answer within the timeout
-                    time.sleep(0.05)
-
+        with nginx(work / "nginx", free_port(), file_server(source.parent)) as server:
+            theirs = f"{server.url}/original"
             data_dir, port = work / "up", free_port()
             up = subprocess.Popen([sys.executable, "-m", "reelhouse_gateway", "up"],
                                   env={**os.environ, "REELHOUSE_DATA_DIR": str(data_dir), "REELHOUSE_PORT": str(port),
@@ -170,9 +152,6 @@ def main() -> None:
                 compare("stream service (gunicorn)", stream + path.removeprefix(gateway), theirs, size, args, work)
             finally:
                 cluster.stop()
-        finally:
-            nginx.terminate()
-            nginx.wait(10)
 
 
 if __name__ == "__main__":
