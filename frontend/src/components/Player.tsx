@@ -85,6 +85,7 @@ export function Player({ video, title }: { video: Video; title: string }) {
   const seekingRef = useRef(false);
   const wantsPlayRef = useRef(false);
   const retriesRef = useRef(0);
+  const latestUrlRef = useRef<string | null>(null);
   const lastTimeRef = useRef(0);
 
   const source = chooseSource(video);
@@ -110,6 +111,7 @@ export function Player({ video, title }: { video: Video; title: string }) {
 
   useEffect(() => {
     tokenRef.current = tokenOf(sourceUrl);
+    latestUrlRef.current = sourceUrl;
   }, [sourceUrl]);
 
   // Attach the chosen source. Re-runs only when the kind of source changes (original → HLS), never for a new
@@ -125,8 +127,13 @@ export function Player({ video, title }: { video: Video; title: string }) {
     attachedRef.current = { kind: sourceKind, url };
     retriesRef.current = 0;
     let cancelled = false;
-    const resumeAt = element.currentTime || lastTimeRef.current || 0;
-    const wasPlaying = wantsPlayRef.current || (!element.paused && !element.ended);
+    // An original watched to its end hands over a stream at its start, paused, as an ended video replays from
+    // the start. Started at the end instead, the stream sat paused on its last frame (hls.js fetching its first
+    // and last segments for it), and Play played the frame or two by which it is longer than the original.
+    const ended = element.ended;
+    const resumeAt = ended ? 0 : element.currentTime || lastTimeRef.current || 0;
+    const wasPlaying = !ended && (wantsPlayRef.current || !element.paused);
+    if (ended) lastTimeRef.current = 0;
     setMediaError(null);
     setMessage(null);
     setLevels([]);
@@ -225,19 +232,26 @@ export function Player({ video, title }: { video: Video; title: string }) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [sourceKind]);
 
-  // A refreshed playback token: hls.js picks it up per request (tokenRef); a plain <video> src is swapped in place.
+  // A new playback URL (every refetch of the video issues a fresh token): hls.js picks the token up per request
+  // (tokenRef) and Safari's HLS is given the URL in place. The original keeps the URL it plays: swapping it
+  // reloads the element (a stall), and a reload still underway when the video becomes ready hands the switch
+  // to HLS neither the position nor the end of an original watched to its end; were its token to expire while
+  // playing, the next range request fails and the error handler reloads it from the newest URL.
   useEffect(() => {
     const attached = attachedRef.current;
     const element = videoRef.current;
     if (!element || !sourceUrl || !attached || attached.kind !== sourceKind || attached.url === sourceUrl) return;
+    if (attached.kind === "original") return;
     attached.url = sourceUrl;
     if (!hlsRef.current) {
       const at = element.currentTime;
       const wasPlaying = !element.paused;
       element.src = sourceUrl;
+      const swapped = element.src;
       element.addEventListener(
         "loadedmetadata",
         () => {
+          if (element.src !== swapped) return; // replaced again meanwhile
           element.currentTime = at;
           if (wasPlaying) void element.play().catch(() => undefined);
         },
@@ -294,12 +308,13 @@ export function Player({ video, title }: { video: Video; title: string }) {
       if (mode === "original" && retriesRef.current < 3 && element.currentSrc) {
         retriesRef.current += 1;
         const at = lastTimeRef.current;
-        const url = new URL(element.currentSrc);
+        const url = new URL(latestUrlRef.current ?? element.currentSrc, element.currentSrc);
         url.searchParams.set("attempt", String(retriesRef.current));
         element.src = url.href;
         element.addEventListener(
           "loadedmetadata",
           () => {
+            if (element.src !== url.href) return; // switched to HLS meanwhile: hls.js places the position
             if (at > 0) element.currentTime = at;
             if (wantsPlayRef.current) void element.play().catch(() => undefined);
           },

@@ -285,6 +285,7 @@ function Watch({ id, share }: { id: string; share: string | null }) {
   const [announcement, setAnnouncement] = useState("");
   const [deleted, setDeleted] = useState(false);
   const lastFetch = useRef(0);
+  const shownId = useRef<string | null>(null);
   const pending = useRef<ReturnType<typeof setTimeout> | null>(null);
 
   const [reloadKey, setReloadKey] = useState(0);
@@ -297,11 +298,24 @@ function Watch({ id, share }: { id: string; share: string | null }) {
     api<Video>(path, { auth: !share }).then(
       (fresh) => {
         if (cancelled) return;
+        shownId.current = fresh.id;
         setVideo(fresh);
         setError(null);
       },
       (err) => {
         if (cancelled) return;
+        const status = err instanceof ApiError ? err.status : 0;
+        // A refetch that failed for a passing reason (no connection, a busy or restarting server) keeps the
+        // video on the page, and its player where it was, and tries again; only a first load shows the error.
+        if (shownId.current === id && (status === 0 || status === 429 || status >= 500)) {
+          if (!pending.current) {
+            pending.current = setTimeout(() => {
+              pending.current = null;
+              load();
+            }, 3000);
+          }
+          return;
+        }
         if (err instanceof ApiError) setError({ status: err.status, message: err.message });
         else setError({ status: 0, message: "Could not load the video." });
       },
@@ -309,7 +323,7 @@ function Watch({ id, share }: { id: string; share: string | null }) {
     return () => {
       cancelled = true;
     };
-  }, [id, share, reloadKey]);
+  }, [id, share, reloadKey, load]);
 
   // At most one refetch every 2 s while a video is being prepared (new playback URLs appear as it goes).
   const refetchSoon = useCallback(
