@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,10 +56,15 @@ def camera_clip(path: Path, seconds: float, size: str) -> Path:
     return path
 
 
-def timed(run) -> float:
+def timed(run) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds of this process and its children (ffmpeg) while `run` ran: the CPU time
+    moves far less with other sessions' load than the wall time."""
     start = time.perf_counter()
+    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     run()
-    return time.perf_counter() - start
+    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    cpu = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before, strict=True))
+    return time.perf_counter() - start, cpu
 
 
 def quality(rendition: Path, source: Path, width: int, height: int) -> tuple[float, float]:
@@ -111,13 +117,16 @@ def main() -> None:
             subprocess.run(hls_command(str(source), out, plan_ladder(media), media), check=True,
                            stdout=subprocess.DEVNULL)
 
-        times: dict[str, list[float]] = {"worker": [], "direct": [], "per_rung": [], "plain": []}
+        variants = {"worker": worker, "direct": direct, "per_rung": per_rung, "plain": plain}
+        times: dict[str, list[float]] = {key: [] for key in variants}
+        cpus: dict[str, list[float]] = {key: [] for key in variants}
         loads = []
-        for _ in range(args.runs):  # interleaved: all of them see the same machine
-            times["direct"].append(timed(direct))
-            times["worker"].append(timed(worker))
-            times["per_rung"].append(timed(per_rung))
-            times["plain"].append(timed(plain))
+        for run in range(args.runs):  # interleaved, and each run in another order: all see the same machine
+            order = list(variants)[run % len(variants):] + list(variants)[:run % len(variants)]
+            for key in order:
+                wall, cpu = timed(variants[key])
+                times[key].append(wall)
+                cpus[key].append(cpu)
             loads.append(os.getloadavg()[0])
         scores = {}
         if not args.no_quality:
@@ -132,12 +141,17 @@ def main() -> None:
     print(f"\n{seconds:.0f} s {media.width}x{media.height} {media.video_codec} source "
           f"({(media.bit_rate or 0) / 1e6:.1f} Mbit/s), rungs {', '.join(r.name for r in plan.rungs)} ({copied}), "
           f"median of {args.runs} interleaved runs, {os.cpu_count()} cores, {load}\n")
-    print("| | seconds | × realtime | runs |")
-    print("|---|---|---|---|")
+    cpu = {k: statistics.median(v) for k, v in cpus.items()}
+    print("| | seconds | × realtime | CPU seconds | each run (s) |")
+    print("|---|---|---|---|---|")
     for label, key in (("worker (whole job)", "worker"), ("the same ffmpeg command, direct", "direct"),
                        ("one ffmpeg per rung", "per_rung"), ("plain one-pass veryfast ladder (reference)", "plain")):
         runs = ", ".join(f"{t:.1f}" for t in times[key])
-        print(f"| {label} | {median[key]:.1f} | {seconds / median[key]:.2f} | {runs} |")
+        print(f"| {label} | {median[key]:.1f} | {seconds / median[key]:.2f} | {cpu[key]:.1f} | {runs} |")
+    print(f"\nCPU-bound estimate on {os.cpu_count()} idle cores (CPU seconds ÷ cores): worker "
+          f"{seconds * (os.cpu_count() or 1) / cpu['worker']:.2f}× realtime, plain ladder "
+          f"{seconds * (os.cpu_count() or 1) / cpu['plain']:.2f}×; worker ÷ direct in CPU "
+          f"{cpu['worker'] / cpu['direct']:.3f}, per rung ÷ worker in CPU {cpu['per_rung'] / cpu['worker']:.2f}")
     if scores:
         print("\n| rung | SSIM worker | SSIM plain | PSNR worker | PSNR plain |")
         print("|---|---|---|---|---|")
