@@ -28,6 +28,7 @@ from flask_socketio import SocketIO, join_room, leave_room
 from prometheus_client import Counter, Gauge
 from socketio.exceptions import ConnectionRefusedError as Refused
 
+from notify_service import websocket
 from services.bootstrap import Dependencies
 from services.tokens import Principal, TokenError
 from services.videos import can_see
@@ -64,8 +65,10 @@ class Realtime:
         self.deps = deps
         origins = list(deps.config.cors_origins) or None  # None: same-origin only (Flask-SocketIO default)
         self.socketio = SocketIO(app, async_mode=deps.config.notify_async_mode, path="socket.io",
-                                 cors_allowed_origins=origins, logger=False, engineio_logger=False)
+                                 cors_allowed_origins=origins, logger=False, engineio_logger=False,
+                                 client_manager=websocket.FanOutManager())
         app.wsgi_app = WithoutWebsocketCompression(app.wsgi_app)
+        websocket.install(self.socketio.server)
         self.sessions: dict[str, dict[str, Any]] = {}  # sid -> {"principal", "exp"}
         mode = deps.config.notify_async_mode
         self.connected = Gauge("reelhouse_notify_connected_sockets", "Socket.IO connections authenticated now",
