@@ -2,10 +2,12 @@
 
 Async mode (`NOTIFY_ASYNC_MODE`), chosen by measurement (bench/realtime.py, BENCHMARKS.md), never eventlet
 (DESIGN §6). A notify replica runs **gevent** (`gunicorn -k gevent -w 1 'notify_service:create_app()'`): with
-1,000 sockets it delivered with a third of threading mode's latency (p99 323 vs 844 ms), connected twice as fast
-and used 20 % less memory per socket. The embedded `reelhouse up` keeps **threading** (simple-websocket under
-gunicorn's gthread worker, one thread per open websocket): gevent would need `monkey.patch_all()` of that whole
-process (worker threads, pika, ffmpeg readers, boto3) for the sake of one component.
+1,000 sockets and bursts of 10 events it delivered with p99 43 ms against threading mode's ~1 s, at 72 vs 125 KiB
+per socket. The embedded `reelhouse up` keeps **threading** (simple-websocket under gunicorn's gthread worker, one
+thread per open websocket): gevent would need `monkey.patch_all()` of that whole process (worker threads, pika,
+ffmpeg readers, boto3) for the sake of one component. Both modes decline permessage-deflate
+(`WithoutWebsocketCompression`) and send through `notify_service.websocket` (frames built once per broadcast;
+under gevent one write per socket per burst).
 
 Rooms: `tenant:<tid>` (every member), `tenant:<tid>:staff` (editors and admins), `user:<uid>`, `video:<id>`.
 Fan-out subscribes once per app to `deps.events` ("video.#"); each event goes to `tenant:<tid>` unless the video
