@@ -7,7 +7,7 @@ per socket. The embedded `reelhouse up` keeps **threading** (simple-websocket un
 thread per open websocket): gevent would need `monkey.patch_all()` of that whole process (worker threads, pika,
 ffmpeg readers, boto3) for the sake of one component. Both modes decline permessage-deflate
 (`WithoutWebsocketCompression`) and send through `notify_service.websocket` (frames built once per broadcast;
-under gevent one write per socket per burst).
+under gevent, what is pending for a socket leaves in one write).
 
 Rooms: `tenant:<tid>` (every member), `tenant:<tid>:staff` (editors and admins), `user:<uid>`, `video:<id>`.
 Fan-out subscribes once per app to `deps.events` ("video.#"); each event goes to `tenant:<tid>` unless the video
