@@ -82,6 +82,16 @@ def start_notify(mode: str, clients: int, env: dict, work: Path) -> tuple[str, s
     return url, proc
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (gunicorn's graceful stop), then SIGKILL if a loaded machine keeps it past 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
+
+
 class RawClient(asyncio.Protocol):
     """One Socket.IO client on a raw websocket: handshake, open/ping/pong and CONNECT; events kept undecoded."""
     def __init__(self, token: str, deflate: bool):
@@ -425,8 +435,7 @@ def main() -> None:
                 try:
                     figures = asyncio.run(run_clients(url, token, proc.pid, args, publish))
                 finally:
-                    proc.terminate()
-                    proc.wait(30)
+                    stop(proc)
                 per_run[mode].append(figures)
                 print(f"run {run} {mode}", json.dumps(figures), flush=True)
     finally:
