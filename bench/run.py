@@ -30,7 +30,7 @@ BENCHMARKS = [
     ("gateway.py", [], ["--size-mib", "8", "--runs", "1"]),
     ("realtime.py", [], ["--clients", "20", "--bursts", "1", "--events", "2", "--runs", "1"]),
     ("transcode.py", [], ["--seconds", "4", "--size", "640x360", "--runs", "1"]),
-    ("scaling.py", [], ["--jobs", "2", "--seconds", "2", "--size", "320x180"]),
+    ("scaling.py", [], ["--jobs", "2", "--seconds", "2", "--size", "320x180", "--runs", "1"]),
     ("playable.py", [], ["--seconds", "4", "--size", "320x180", "--runs", "1"]),
 ]
 

@@ -84,14 +84,6 @@ def plan_storyboard(duration: float, width: int, height: int, *, max_tiles: int 
                       tile_height=_even(tile_width * height / width))
 
 
-def _storyboard_output(video, sprite_path: str | Path, plan: Storyboard):
-    # fps=1/interval keeps the frame nearest each tile's start time; tile lays them out row by row.
-    sheet = (video.filter("fps", fps=f"1/{plan.interval:g}")
-             .filter("scale", plan.tile_width, plan.tile_height).filter("setsar", 1)
-             .filter("tile", f"{plan.columns}x{plan.rows}"))
-    return ffmpeg.output(sheet, str(sprite_path), vframes=1, **{"q:v": "4"}, f="image2", update="1")
-
-
 @dataclass(frozen=True)
 class Stills:
     """Thumbnail, poster and storyboard sprite as extra outputs of the ladder's own ffmpeg process: it decodes the
