@@ -108,9 +108,9 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
     Order: faststart original (H.264/AAC sources) → on_original_ready() → the HLS ladder, stored segment by
     segment while ffmpeg encodes (on_hls_ready() once the master playlist and a first segment of every rung are
     stored; the same ffmpeg process writes the thumbnail, poster and storyboard sprite) → those images stored →
-    VOD playlists, on_rendition_ready() per rung. Every
-    callback runs in the caller's thread. Raises MediaError (the user's file is unusable: permanent),
-    Cancelled, or TranscodeError (worth a retry); in every such case the outputs stored so far are removed."""
+    VOD playlists, on_rendition_ready() per rung. Every callback runs in the caller's thread. Raises MediaError
+    (the user's file is unusable: permanent), Cancelled, or TranscodeError (worth a retry); in every such case the
+    outputs stored so far are removed."""
     cancel = cancel or threading.Event()
     source = str(source)
     if probe is None:
@@ -144,8 +144,7 @@ def transcode(store: ObjectStore, source: str, probe: Probe | None, tenant_id: s
                              "the file is truncated or damaged.")
         _stop_if(cancel)
 
-        # Stored after the ladder: images appear with `ready`, while the first HLS segment is what a viewer waits
-        # for.
+        # Stored after the ladder: images appear with `ready`; the first HLS segment is what a viewer waits for.
         progress("thumbnail", 0)
         stills.check()
         _store_file(store, k.thumbnail, stills.thumbnail)
