@@ -27,10 +27,13 @@ def file_server(root: Path) -> str:
 
 def reverse_proxy(routes: dict[str, str]) -> str:
     """The server block of a streaming reverse proxy: each path prefix to its upstream URL, bodies passed on as
-    they come (no request buffering, no temp files), keep-alive to the upstreams."""
+    they come (no request buffering, no temp files), keep-alive to the upstreams, and buffers of 256 KiB-1 MiB
+    (nginx's 4-8 KiB defaults cost it several times the CPU per byte)."""
     blocks = [f"location {prefix} {{ proxy_pass {upstream}; proxy_http_version 1.1; "
               'proxy_set_header Connection ""; proxy_set_header Host $host; proxy_request_buffering off; '
-              "proxy_max_temp_file_size 0; client_max_body_size 0; proxy_read_timeout 600s; }"
+              "proxy_max_temp_file_size 0; client_max_body_size 0; proxy_read_timeout 600s; "
+              "proxy_buffer_size 256k; proxy_buffers 8 256k; proxy_busy_buffers_size 512k; "
+              "client_body_buffer_size 1m; }"
               for prefix, upstream in routes.items()]
     return " ".join(blocks)
 
