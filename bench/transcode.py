@@ -67,12 +67,14 @@ def timed(run) -> tuple[float, float]:
     return time.perf_counter() - start, cpu
 
 
-def quality(rendition: Path, source: Path, width: int, height: int) -> tuple[float, float]:
-    """(SSIM, PSNR dB) of a rendition against the source scaled to its size, frame by frame from the start."""
+def quality(rendition: Path, source: Path, width: int, height: int, seconds: float) -> tuple[float, float]:
+    """(SSIM, PSNR dB) of a rendition against the source scaled to its size, frame by frame over its first
+    `seconds`."""
     graph = (f"[0:v]setpts=PTS-STARTPTS[a];[1:v]scale={width}:{height},setsar=1,setpts=PTS-STARTPTS[b];"
              "[a]split[a1][a2];[b]split[b1][b2];[a1][b1]ssim;[a2][b2]psnr")
     run = subprocess.run([ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", str(rendition), "-i", str(source),
-                          "-lavfi", graph, "-f", "null", "-"], capture_output=True, text=True, check=True)
+                          "-lavfi", graph, "-t", str(seconds), "-f", "null", "-"], capture_output=True, text=True,
+                         check=True)
     ssim = float(re.search(r"SSIM .* All:([\d.]+)", run.stderr).group(1))
     psnr = re.search(r"PSNR .* average:([\d.]+|inf)", run.stderr).group(1)
     return ssim, float(psnr)
@@ -85,6 +87,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--source", type=Path, help="transcode this file instead of the generated one")
     parser.add_argument("--no-quality", action="store_true", help="skip the SSIM/PSNR comparison")
+    parser.add_argument("--quality-seconds", type=float, default=20,
+                        help="SSIM/PSNR over this many seconds from the start (each rung costs ~1/4 of realtime)")
     parser.add_argument("--reference-runs", type=int, default=1,
                         help="runs of the plain-ladder reference (no target rides on it; it costs a run's third)")
     args = parser.parse_args()
@@ -136,9 +140,9 @@ def main() -> None:
         if not args.no_quality:
             for rung in plan_ladder(media):
                 ours = store.local_path(keys.hls_rendition_key("bench", "v1", rung.name, "index.m3u8"))
-                scores[rung.name] = (quality(ours, source, rung.width, rung.height),
+                scores[rung.name] = (quality(ours, source, rung.width, rung.height, args.quality_seconds),
                                      quality(work / "plain" / rung.name / "index.m3u8", source, rung.width,
-                                             rung.height))
+                                             rung.height, args.quality_seconds))
     median = {k: statistics.median(v) for k, v in times.items()}
     load = f"load {min(loads):.1f}–{max(loads):.1f}"
     copied = f"top rung {plan.rungs[0].name} copied" if plan.passthrough else "every rung encoded"
@@ -157,7 +161,8 @@ def main() -> None:
           f"{seconds * (os.cpu_count() or 1) / cpu['plain']:.2f}×; worker ÷ direct in CPU "
           f"{cpu['worker'] / cpu['direct']:.3f}, per rung ÷ worker in CPU {cpu['per_rung'] / cpu['worker']:.2f}")
     if scores:
-        print("\n| rung | SSIM worker | SSIM plain | PSNR worker | PSNR plain |")
+        print(f"\nQuality over the first {args.quality_seconds:.0f} s:\n")
+        print("| rung | SSIM worker | SSIM plain | PSNR worker | PSNR plain |")
         print("|---|---|---|---|---|")
         for name, ((ssim, psnr), (plain_ssim, plain_psnr)) in scores.items():
             print(f"| {name} | {ssim:.4f} | {plain_ssim:.4f} | {psnr:.2f} dB | {plain_psnr:.2f} dB |")
