@@ -236,28 +236,6 @@ class RawBody:
         self._finish_if_done()
         return n
 
-    def write_into(self, fd: int, count: int, timeout: float | None) -> int:
-        """Up to `count` bytes of the body into the file `fd` at its offset: first the bytes gunicorn had received,
-        then spliced from the socket (no copy through Python). Returns how many; 0 at the end of the body.
-        SpliceBroken as splice_into() (the source: the client; the sink: the file)."""
-        if self.pending is None:
-            self.pending = memoryview(self.take())
-        if self.pending:
-            view, written = self.pending[:count], 0
-            try:
-                while written < len(view):
-                    written += os.write(fd, view[written:])
-            except OSError as error:
-                raise SpliceBroken("sink", error, written) from error
-            finally:
-                self.pending = self.pending[written:]
-                self._finish_if_done()
-            return written
-        count = min(count, self.on_socket)
-        if count:
-            self.splice_into(fd, count, read_timeout=timeout)
-        return count
-
     def splice_into(self, sink: socket.socket | int, count: int | None = None, *, read_timeout: float | None,
                     write_timeout: float | None = None) -> None:
         """Moves `count` bytes (all that is on the socket by default) from the socket into `sink`, a socket or a

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # bytes per receive into the local file
 FILE_CHECKPOINT_BYTES = 64 * 1024 * 1024  # durable bytes between two record updates
 SYNC_STEP = 16 * 1024 * 1024  # written bytes that start a background fsync
-SPLICE_STEP = 8 * 1024 * 1024  # bytes spliced into the file between two lease checks
 MAX_STAGED_CHUNKS = 16  # tiny PATCHes are merged beyond this, so a part never needs thousands of objects
 PARTS_IN_FLIGHT = 3  # per PATCH: with 8 MiB parts, the one being received and 3 being sent (32 MiB)
 PART_THREADS = 8  # per process, shared by every PATCH
@@ -120,20 +119,6 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
-def _receive(body: Body, fd: int, buffer: memoryview) -> tuple[int, bool]:
-    """The next bytes of the body appended to the file: (how many, interrupted). Spliced from the client's socket
-    where the body allows (one copy fewer, none through Python), else read into `buffer` and written."""
-    spliced = body.write_into(fd, SPLICE_STEP)
-    if spliced is not None:
-        return spliced
-    try:
-        n = body.readinto(buffer)
-    except Interrupted:
-        return 0, True
-    _write_all(fd, buffer[:n])
-    return n, False
-
-
 class FileAssembler(Assembler):
     """Local store: one staging file on the store's disk, renamed into place at the end (no copy)."""
 
@@ -154,17 +139,19 @@ class FileAssembler(Assembler):
                 syncer = _Syncer(fd, offset)
                 try:
                     while True:
-                        n, interrupted = _receive(body, fd, buffer)
+                        try:
+                            n = body.readinto(buffer)
+                        except Interrupted:
+                            break
                         if not n:
                             break
+                        _write_all(fd, buffer[:n])
                         position += n
                         syncer.wrote(position)
                         if syncer.error:
                             raise syncer.error
                         if syncer.synced - committed >= FILE_CHECKPOINT_BYTES:
                             committed = checkpoint({"offset": syncer.synced})["offset"]
-                        if interrupted:
-                            break
                 finally:
                     failed = syncer.close()
                 if failed:

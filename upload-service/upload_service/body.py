@@ -12,7 +12,7 @@ from typing import Protocol
 
 from werkzeug.exceptions import ClientDisconnected
 
-from services.raw_body import RawBody, SpliceBroken
+from services.raw_body import RawBody
 
 BROKEN = (ClientDisconnected, OSError, EOFError)  # what a source raises when the client went away or stalled
 
@@ -23,9 +23,6 @@ class Interrupted(Exception):
 
 class Source(Protocol):
     def readinto(self, view: memoryview) -> int: ...
-
-    def write_into(self, fd: int, count: int) -> int | None:
-        """Up to `count` bytes straight into the file `fd`; None if this source cannot (use readinto)."""
 
 
 class StreamSource:
@@ -39,9 +36,6 @@ class StreamSource:
         view[:len(data)] = data
         return len(data)
 
-    def write_into(self, fd: int, count: int) -> None:
-        return None
-
 
 class SocketSource:
     """The body straight from gunicorn's client socket; a client silent for `timeout` seconds has gone away."""
@@ -51,30 +45,6 @@ class SocketSource:
 
     def readinto(self, view: memoryview) -> int:
         return self.raw.readinto(view, self.timeout)
-
-    def write_into(self, fd: int, count: int) -> int:
-        try:
-            return self.raw.write_into(fd, count, self.timeout)
-        except SpliceBroken as broken:
-            if broken.side == "sink":
-                raise SinkFailed(broken.moved, broken.error) from None
-            raise SourceFailed(broken.moved) from None
-
-
-class SourceFailed(Exception):
-    """write_into(): the client went away or stalled after `moved` bytes had reached the file."""
-
-    def __init__(self, moved: int):
-        super().__init__(f"the body broke off after {moved} bytes")
-        self.moved = moved
-
-
-class SinkFailed(Exception):
-    """write_into(): the file refused a write (`error`, e.g. a full disk) after `moved` bytes."""
-
-    def __init__(self, moved: int, error: BaseException):
-        super().__init__(f"the file failed after {moved} bytes: {error}")
-        self.moved, self.error = moved, error
 
 
 class Body:
@@ -97,33 +67,6 @@ class Body:
         self.left -= n
         self.count(n)
         return n
-
-    def write_into(self, fd: int, count: int) -> tuple[int, bool] | None:
-        """Up to `count` bytes into the file `fd` at its offset, without copying them through Python where the
-        source allows: (bytes written, interrupted), or None if it does not (use readinto). A failing file raises
-        its OSError; the bytes written before stay written."""
-        self.check()
-        count = min(count, max(self.left, 0))
-        if not count:
-            return 0, False
-        write_into = getattr(self.source, "write_into", None)  # a spooled file (checksummed bodies) has none
-        if write_into is None:
-            return None
-        try:
-            n = write_into(fd, count)
-        except SourceFailed as broken:
-            n, interrupted = broken.moved, True
-        except SinkFailed as broken:
-            self.left -= broken.moved
-            self.count(broken.moved)
-            raise broken.error from None
-        else:
-            if n is None:
-                return None
-            interrupted = False
-        self.left -= n
-        self.count(n)
-        return n, interrupted
 
     def fill(self, buffer) -> tuple[int, bool]:
         """Reads until `buffer` is full or the body ends or breaks: (bytes read, interrupted)."""
