@@ -25,7 +25,7 @@ from report import RESULT_PREFIX, parse  # noqa: E402
 
 # (script, full arguments, smoke arguments)
 BENCHMARKS = [
-    ("range.py", [], ["--size-mib", "16", "--runs", "1", "--seconds", "1"]),
+    ("range.py", [], ["--size-mib", "16", "--runs", "1", "--seconds", "1", "--repeat", "1"]),
     ("upload.py", [], ["--size-mib", "16", "--patch-mib", "8"]),
     ("gateway.py", [], ["--size-mib", "8", "--runs", "1"]),
     ("realtime.py", ["--pause", "0.5"], ["--clients", "20", "--bursts", "1", "--events", "2", "--runs", "1"]),
