@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,39 @@ class ReelhouseProcess:
         except ProcessLookupError:
             pass
         self.proc.wait(30)
+
+
+@contextmanager
+def gunicorn_app(source: str, env: dict | None = None, threads: int = 4):
+    """A WSGI module's `source` (defining `app`) served by a real `gunicorn -k gthread -w 1`; yields its port."""
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "gunicorn_test_app.py").write_text(source)
+        port = free_port()
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "-k", "gthread", "--threads", str(threads), "-w", "1",
+             "-b", f"127.0.0.1:{port}", "--pythonpath", f"{tmp},{root}", "--no-control-socket",
+             "gunicorn_test_app:app"],
+            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError("gunicorn did not start") from None
+                    time.sleep(0.1)
+            yield port
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def free_port() -> int:

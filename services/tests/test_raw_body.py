@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from services.raw_body import SpliceBroken, splice
-from services.testing import free_port
+from services.testing import gunicorn_app
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "splice"), reason="splice(2) is Linux-only")
 
@@ -59,28 +53,8 @@ def app(environ, start_response):
 
 @pytest.fixture(scope="module")
 def server():
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "rawapp.py").write_text(APP)
-        port = free_port()
-        root = Path(__file__).resolve().parents[2]
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "gunicorn"), "-k", "gthread", "--threads", "4", "-w", "1",
-             "-b", f"127.0.0.1:{port}", "--pythonpath", f"{tmp},{root}", "--no-control-socket", "rawapp:app"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("gunicorn did not start") from None
-                    time.sleep(0.1)
-            yield port
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+    with gunicorn_app(APP) as port:
+        yield port
 
 
 def _request(body: bytes, *extra: str, length: int | None = None) -> bytes:

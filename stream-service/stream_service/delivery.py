@@ -2,11 +2,11 @@
 
 A library for the stream routes, called inside a Flask request for GET and HEAD:
 
-- `serve_object(store, key, ...)` answers from the object store. A key with a local file is sent by the WSGI
-  server's file wrapper (gunicorn: `os.sendfile` from the file's current offset, `Content-Length` bytes), so
-  the bytes never pass through Python. An S3 object is streamed through in fixed-size chunks (mode "proxy";
-  the upstream body is closed when the server closes the response, e.g. on a client disconnect) or answered by
-  a 302 to a presigned plain GET (mode "redirect"; the client repeats its own `Range`).
+- `serve_object(store, key, ...)` answers from the object store. A key with a local file is sent by sendfile(2)
+  in 1 MiB non-blocking steps straight into gunicorn's socket (services.sendfile_body), or by another server's
+  file wrapper, so the bytes never pass through Python. An S3 object is streamed through in fixed-size chunks
+  (mode "proxy"; the upstream body is closed when the server closes the response, e.g. on a client disconnect)
+  or answered by a 302 to a presigned plain GET (mode "redirect"; the client repeats its own `Range`).
 - `serve_bytes(data, ...)` answers a small generated body (a rewritten playlist) with the same rules.
 
 Conditional requests are evaluated in RFC 9110 §13.2.2 order: If-Match, If-Unmodified-Since (412), If-None-Match,
@@ -33,6 +33,7 @@ from werkzeug.wsgi import wrap_file
 
 from services.errors import ApiError, error_response
 from services.ports.objects import InvalidKey, ObjectInfo, ObjectNotFound, ObjectStore
+from services.sendfile_body import SendfileBody
 
 # Cache-Control values the routes use.
 IMMUTABLE = "private, max-age=31536000, immutable"  # segments, init segments, images: a key never changes meaning
@@ -381,7 +382,8 @@ class _FileSource(_Source):
         self.file = file
 
     def body(self, first, last):
-        return wrap_file(request.environ, FileSlice(self.file, first, last + 1), CHUNK)
+        direct = SendfileBody.of(request.environ, self.file.fileno(), first, last - first + 1, on_close=self.release)
+        return direct or wrap_file(request.environ, FileSlice(self.file, first, last + 1), CHUNK)
 
     def reader(self, first, last):
         return _PreadReader(self.file.fileno(), first, last + 1)

@@ -3,9 +3,10 @@
 `/local/<key>` serves from a LocalObjectStore at $DELIVERY_LOCAL_ROOT, `/s3/<key>` proxies from the bucket
 $DELIVERY_S3_BUCKET at $DELIVERY_S3_ENDPOINT through a store that counts opened and closed upstream streams and
 the bytes read from them. `/stats` reports those counts, the worker's pid and resident memory, and how the
-server's file wrapper was used: the middleware swaps `wsgi.file_wrapper` for a subclass of gunicorn's that
-counts instances and iterations. gunicorn sends a wrapper it recognises by `os.sendfile` and iterates it only
-when it cannot, so "wrappers > 0, iterations == 0" means the bytes never went through Python.
+local files were sent: "direct" counts bodies sent by services.sendfile_body (sendfile(2) straight into gunicorn's
+socket), and the middleware swaps `wsgi.file_wrapper` for a subclass of gunicorn's that counts instances and
+iterations (gunicorn iterates a wrapper only when it cannot sendfile it), so "direct > 0, iterations == 0" means the
+bytes never went through Python.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from gunicorn.http.wsgi import FileWrapper
 from services.adapters.local_objects import LocalObjectStore
 from services.adapters.s3_objects import S3ObjectStore
 from services.errors import register_error_handlers
+from services.sendfile_body import SendfileBody
 from stream_service.delivery import IMMUTABLE, serve_object
 
 _lock = threading.Lock()
-STATS = {"wrappers": 0, "iterations": 0, "opened": 0, "closed": 0, "upstream_bytes": 0}
+STATS = {"direct": 0, "wrappers": 0, "iterations": 0, "opened": 0, "closed": 0, "upstream_bytes": 0}
 
 
 def _count(name: str, n: int = 1) -> None:
@@ -106,4 +108,7 @@ def stats():
 def app(environ, start_response):
     if "wsgi.file_wrapper" in environ:
         environ["wsgi.file_wrapper"] = CountingFileWrapper
-    return flask_app(environ, start_response)
+    answer = flask_app(environ, start_response)
+    if isinstance(answer, SendfileBody):
+        _count("direct")
+    return answer
