@@ -278,6 +278,11 @@ function DeleteVideo({ video }: { video: Video }) {
   );
 }
 
+/** Whether `status` would take a video back from `ready` (a stale answer or event): processing is never redone. */
+function isStale(shown: Video, status: Video["status"]): boolean {
+  return shown.status === "ready" && status !== "ready" && status !== "failed";
+}
+
 function Watch({ id, share }: { id: string; share: string | null }) {
   const user = useUser();
   const [video, setVideo] = useState<Video | null>(null);
@@ -299,15 +304,20 @@ function Watch({ id, share }: { id: string; share: string | null }) {
       (fresh) => {
         if (cancelled) return;
         shownId.current = fresh.id;
-        setVideo(fresh);
+        // A video never leaves `ready`: an answer that left the server before the ready event (a slow refetch)
+        // must not take the player back from HLS to the original.
+        setVideo((shown) => (shown && shown.id === fresh.id && isStale(shown, fresh.status) ? shown : fresh));
         setError(null);
       },
       (err) => {
         if (cancelled) return;
         const status = err instanceof ApiError ? err.status : 0;
-        // A refetch that failed for a passing reason (no connection, a busy or restarting server) keeps the
-        // video on the page, and its player where it was, and tries again; only a first load shows the error.
-        if (shownId.current === id && (status === 0 || status === 429 || status >= 500)) {
+        // A refetch that failed for a passing reason (no connection, a busy or restarting server, a session
+        // refresh that did not get through: an expired session leaves the page for the login; a share link's 401
+        // is final) keeps the video on the page, and its player where it was, and tries again; only a first load
+        // shows the error.
+        const passing = status === 0 || (status === 401 && !share) || status === 408 || status === 429 || status >= 500;
+        if (shownId.current === id && passing) {
           if (!pending.current) {
             pending.current = setTimeout(() => {
               pending.current = null;
@@ -366,7 +376,9 @@ function Watch({ id, share }: { id: string; share: string | null }) {
     }
     if (!video) return;
     if (event.type === "video.status" && event.status) {
-      setVideo((v) => (v ? { ...v, status: event.status!, progress: event.status === "ready" ? 100 : v.progress } : v));
+      setVideo((v) =>
+        v && !isStale(v, event.status!) ? { ...v, status: event.status!, progress: event.status === "ready" ? 100 : v.progress } : v,
+      );
       setAnnouncement(`Status: ${event.status}.`);
       refetchSoon(event.status === "ready" || event.status === "failed");
     } else if (event.type === "video.progress") {
