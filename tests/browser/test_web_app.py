@@ -242,6 +242,14 @@ def test_reload_during_an_upload_resumes_it(alice, big_clip, shoot):
 # Keeps the original playing, whatever the time the ladder takes on a loaded machine: it starts at 8 s and goes
 # back to 5 s past 20 s (a viewer seeking by ranges), and records the last position it played at
 # (window.__original) and the first one on the stream (window.__firstHls).
+RECORD_PLAYBACK_MODES = """() => {
+  const player = document.querySelector('[data-testid=player]');
+  const badge = () => document.querySelector('[data-testid=status-badge]')?.textContent;
+  window.__modes = [[player.dataset.playback, badge()]];
+  new MutationObserver(() => window.__modes.push([player.dataset.playback, badge()]))
+    .observe(player, {attributes: true, attributeFilter: ['data-playback']});
+}"""
+
 KEEP_THE_ORIGINAL_PLAYING = """() => {
   const v = document.querySelector('[data-testid=player] video');
   window.__original = {last: 0, rewinds: 0};
@@ -273,6 +281,7 @@ def test_plays_the_original_until_hls_is_ready_then_switches(alice, long_video):
     page.goto(f"/watch?v={long_video}")
     player = page.get_by_test_id("player")
     expect(player).to_have_attribute("data-playback", "original")  # still processing: ranges on the original
+    page.evaluate(RECORD_PLAYBACK_MODES)  # for the failure message below
     page.get_by_test_id("play-toggle").click()
     before = _assert_playing(page, beyond=0.5)
     assert not before["src"].startswith("blob:") and "/original" in before["src"], before
@@ -306,7 +315,8 @@ def test_plays_the_original_until_hls_is_ready_then_switches(alice, long_video):
     # Refetches of the video (each with a fresh token) did not reload the original under the viewer.
     queries = [parse_qs(urlsplit(url).query) for url in originals]
     tokens = {query["token"][0] for query in queries if "attempt" not in query}
-    assert len(tokens) == 1, [(query["token"][0][-8:], query.get("src"), query.get("attempt")) for query in queries]
+    assert len(tokens) == 1, ([(query["token"][0][-8:], query.get("src"), query.get("attempt")) for query in queries],
+                              page.evaluate("window.__modes"))
     for _ in range(50):  # the refused refetches are retried (3 s apart)
         if 200 in refetched:
             break
