@@ -37,13 +37,15 @@ def plain_socket(sock) -> socket.socket | None:
     return sock if hasattr(os, "splice") and type(sock) is socket.socket and sock.fileno() >= 0 else None
 
 
-def _poller(fd: int, events: int):
-    poller = select.poll()
-    poller.register(fd, events | select.POLLERR | select.POLLHUP)
-    return poller
+def poller(fd: int, events: int):
+    """A poll object watching `fd` for `events`, errors and hang-ups."""
+    watch = select.poll()
+    watch.register(fd, events | select.POLLERR | select.POLLHUP)
+    return watch
 
 
-def _ms(timeout: float | None) -> int:
+def poll_ms(timeout: float | None) -> int:
+    """A timeout in seconds (None: forever) as poll()'s milliseconds."""
     return -1 if timeout is None else max(0, int(timeout * 1000))
 
 
@@ -91,14 +93,14 @@ def splice(source: socket.socket, sink: socket.socket | int, count: int, *, read
             s.settimeout(0.0)  # non-blocking: the waits (and their timeouts) are ours
         src = source.fileno()
         dst = sink.fileno() if isinstance(sink, socket.socket) else sink
-        readable, writable = _poller(src, select.POLLIN), _poller(dst, select.POLLOUT)
+        readable, writable = poller(src, select.POLLIN), poller(dst, select.POLLOUT)
         flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
         while count:
             lowat.want(count)
             try:
                 held = os.splice(src, into, min(count, room), flags=flags)
             except BlockingIOError:
-                if not readable.poll(_ms(read_timeout)):  # less than the low-water mark in that time: take it
+                if not readable.poll(poll_ms(read_timeout)):  # less than the low-water mark in that time: take it
                     try:
                         held = os.splice(src, into, min(count, room), flags=flags)
                     except BlockingIOError:
@@ -119,7 +121,7 @@ def splice(source: socket.socket, sink: socket.socket | int, count: int, *, read
                     held -= step
                     moved += step
                 except BlockingIOError:
-                    if not writable.poll(_ms(write_timeout)):
+                    if not writable.poll(poll_ms(write_timeout)):
                         raise SpliceBroken("sink", TimeoutError(f"nothing went for {write_timeout:.0f} s"),
                                            moved) from None
                 except OSError as error:

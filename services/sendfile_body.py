@@ -18,7 +18,7 @@ import select
 import socket
 from collections.abc import Callable, Iterator
 
-from services.raw_body import plain_socket
+from services.raw_body import plain_socket, poll_ms, poller
 
 STEP = 1024 * 1024  # bytes per sendfile(2); see the module docstring
 SEND_TIMEOUT = 60.0  # seconds a client may take nothing before it is cut off (nginx's send_timeout)
@@ -40,7 +40,7 @@ class SendfileBody:
     def of(cls, environ, fd: int, offset: int, count: int, *, on_close: Callable[[], None] | None = None,
            timeout: float = SEND_TIMEOUT) -> SendfileBody | None:
         sock = plain_socket(environ.get("gunicorn.socket"))
-        if sock is None or not hasattr(os, "sendfile") or environ.get("REQUEST_METHOD") == "HEAD":
+        if sock is None or environ.get("REQUEST_METHOD") == "HEAD":  # plain_socket: Linux, so sendfile(2) too
             return None
         return cls(sock, fd, offset, count, on_close=on_close, timeout=timeout)
 
@@ -50,8 +50,7 @@ class SendfileBody:
 
     def _send(self) -> None:
         saved = self.sock.gettimeout()
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLOUT | select.POLLERR | select.POLLHUP)
+        writable = poller(self.sock.fileno(), select.POLLOUT)
         self.sock.settimeout(0.0)
         try:
             while self.sent < self.count:
@@ -59,7 +58,7 @@ class SendfileBody:
                     step = os.sendfile(self.sock.fileno(), self.fd, self.offset + self.sent,
                                        min(STEP, self.count - self.sent))
                 except BlockingIOError:
-                    if not poller.poll(int(self.timeout * 1000)):
+                    if not writable.poll(poll_ms(self.timeout)):
                         raise TimeoutError(errno.ETIMEDOUT, f"the client took nothing for {self.timeout:.0f} s "
                                                             f"({self.sent} of {self.count} bytes sent)") from None
                     continue

@@ -15,8 +15,6 @@ import pytest
 from services.sendfile_body import STEP, SendfileBody
 from services.testing import gunicorn_app
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "sendfile"), reason="sendfile(2) is not on this system")
-
 SIZE = 32 * STEP + 12345  # several steps and a partial one; more than loopback's socket buffers hold
 
 # The app under gunicorn: GET /?first=&count=[&claim=][&timeout=] sends `count` bytes of the file from `first`
