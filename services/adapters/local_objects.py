@@ -208,7 +208,8 @@ class LocalObjectStore(ObjectStore, MultipartUploads):
             raise
         return upload_id
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes | BinaryIO) -> str:
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview | BinaryIO) -> str:
         if not 1 <= part_number <= MAX_PART_NUMBER:
             raise ValueError(f"part numbers run from 1 to {MAX_PART_NUMBER}")
         directory = self._upload_dir(key, upload_id)

@@ -112,6 +112,43 @@ class _FullReads:
         return bytes(buffer)
 
 
+class _PartBody(io.RawIOBase):
+    """A part held in memory as the seekable stream botocore reads it from, without a copy: read() hands out
+    read-only slices of the caller's buffer, which the checksum, the request signature and the socket all take
+    as they take bytes. (botocore turns bytes into a BytesIO whose reads copy every byte once more.)"""
+
+    def __init__(self, data: bytes | bytearray | memoryview):
+        self._view = memoryview(data).cast("B").toreadonly()
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._position = base + offset
+        return self._position
+
+    def read(self, n: int | None = -1) -> memoryview:
+        end = len(self._view) if n is None or n < 0 else self._position + n
+        chunk = self._view[self._position:end]
+        self._position += len(chunk)
+        return chunk
+
+    def readinto(self, buffer) -> int:
+        chunk = self.read(len(memoryview(buffer).cast("B")))
+        memoryview(buffer).cast("B")[:len(chunk)] = chunk
+        return len(chunk)
+
+
 class _BodyReader(io.RawIOBase):
     """A botocore StreamingBody as a raw binary stream (wrapped in a BufferedReader by `open`)."""
 
@@ -363,7 +400,8 @@ class S3ObjectStore(ObjectStore, MultipartUploads):
         self._remember(key, upload_id)
         return upload_id
 
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes | BinaryIO) -> str:
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview | BinaryIO) -> str:
         validate_key(key)
         if not 1 <= part_number <= MAX_PART_NUMBER:
             raise ValueError(f"part numbers run from 1 to {MAX_PART_NUMBER}")
@@ -371,7 +409,10 @@ class S3ObjectStore(ObjectStore, MultipartUploads):
         self._check_upload(key, upload_id, cached=True)
         # A part is one request with a known length: botocore needs the bytes (or a seekable file) to sign and
         # to retry it. Parts are bounded (the caller picks their size), so holding one in memory is fine.
-        body = bytes(data) if isinstance(data, bytes | bytearray | memoryview) else _FullReads(data).read()
+        if isinstance(data, bytes | bytearray | memoryview):
+            body = _PartBody(data)  # the caller's buffer itself, for the length of this call
+        else:
+            body = _PartBody(_FullReads(data).read())
         try:
             response = self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=part_number, Body=body,

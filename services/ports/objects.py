@@ -120,8 +120,9 @@ class MultipartUploads(ABC):
     def create_multipart(self, key: str, content_type: str | None = None) -> str: ...
 
     @abstractmethod
-    def upload_part(self, key: str, upload_id: str, part_number: int, data: bytes | BinaryIO) -> str:
-        """Store one part; returns its etag."""
+    def upload_part(self, key: str, upload_id: str, part_number: int,
+                    data: bytes | bytearray | memoryview | BinaryIO) -> str:
+        """Store one part; returns its etag. A buffer is read in place: it must not change until this returns."""
 
     @abstractmethod
     def complete_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> ObjectInfo:

@@ -370,6 +370,19 @@ def test_multipart_part_from_a_stream_and_reuploaded_part(object_store):
     assert object_store.read("mp/s.bin") == fresh + b"tail"
 
 
+def test_multipart_parts_from_buffers_and_views(object_store):
+    """Parts given as a bytearray or a slice of one (how the upload service hands over the buffer it received
+    into) store exactly the bytes in view."""
+    upload_id = object_store.create_multipart("mp/v.bin")
+    buffer = bytearray(b"0123456789" * (BIG // 10 + 1))
+    view = memoryview(bytearray(b"ab-tail-cd"))[3:7]
+    e1 = object_store.upload_part("mp/v.bin", upload_id, 1, buffer)
+    e2 = object_store.upload_part("mp/v.bin", upload_id, 2, view)
+    assert e1 == md5_etag(bytes(buffer)) and e2 == md5_etag(b"tail")
+    object_store.complete_multipart("mp/v.bin", upload_id, [(1, e1), (2, e2)])
+    assert object_store.read("mp/v.bin") == bytes(buffer) + b"tail"
+
+
 def test_multipart_wrong_etag_raises_and_upload_survives(object_store):
     upload_id = object_store.create_multipart("mp/e.bin")
     e1 = object_store.upload_part("mp/e.bin", upload_id, 1, ONE)

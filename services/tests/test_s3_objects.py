@@ -168,6 +168,72 @@ def test_multipart_uploads_carry_a_crc32_per_part_to_their_completion():
         stub.assert_no_pending_responses()
 
 
+def test_a_part_body_reads_the_buffer_in_place():
+    buffer = bytearray(b"0123456789")
+    body = s3_objects._PartBody(memoryview(buffer)[2:8])
+    assert body.seek(0, io.SEEK_END) == 6 and body.tell() == 6 and body.read(4) == b""
+    body.seek(0)
+    first = body.read(4)
+    assert first == b"2345" and body.tell() == 4 and body.read() == b"67" and body.read(1) == b""
+    buffer[2] = ord("X")  # a view, not a copy; and read-only for whoever reads it
+    assert first == b"X345"
+    with pytest.raises(TypeError):
+        first[0] = 0
+    body.seek(-2, io.SEEK_END)
+    target = bytearray(5)
+    assert body.readinto(target) == 2 and target[:2] == b"67"
+    with pytest.raises(ValueError):
+        body.seek(-1)
+
+
+def test_a_retried_part_is_sent_whole_again():
+    """botocore retries a part refused with a 500 by seeking its body back: the second request carries every
+    byte again, with the same checksum and signature hash."""
+    import base64
+    import zlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received = []
+
+    class FlakyS3(BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((body, self.headers))
+            if len(received) == 1:
+                payload = b"<Error><Code>InternalError</Code><Message>try again</Message></Error>"
+                self.send_response(500)
+            else:
+                payload = b""
+                self.send_response(200)
+                self.send_header("ETag", '"etag-2"')
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyS3)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        store = S3ObjectStore("media", endpoint_url=f"http://127.0.0.1:{server.server_port}", access_key="k",
+                              secret_key="s")
+        store._bucket_ready = True
+        store._remember("a/b", "u1")
+        data = bytearray(range(256)) * 4096  # 1 MiB
+        assert store.upload_part("a/b", "u1", 1, memoryview(data)) == '"etag-2"'
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert len(received) == 2
+    crc = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+    for body, headers in received:
+        assert body == data
+        assert headers["x-amz-checksum-crc32"] == crc
+        assert headers["x-amz-content-sha256"] == hashlib.sha256(data).hexdigest()
+
+
 # --- reads ----------------------------------------------------------------------------------------------
 
 

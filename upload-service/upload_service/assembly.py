@@ -5,7 +5,8 @@ are staged as small objects in the store itself (durable, and visible to every r
 once enough have arrived. Part n always covers bytes [(n-1)·P, n·P), so a part re-sent after a crash has the
 same content and simply replaces the first copy. Up to PARTS_IN_FLIGHT parts of a PATCH are sent at once while
 the next one is received; the record names them strictly in order, each once it (and every part before it) is
-stored, so its `parts` are always a contiguous prefix.
+stored, so its `parts` are always a contiguous prefix. A part is sent from the buffer it was received into, and
+buffers are reused (_PartBuffers): no byte is copied on its way from the client's socket to the store's.
 
 The local file is made durable (fsync) in a helper thread while the next bytes arrive; the record's offset never
 runs ahead of the bytes on disk.
@@ -17,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -38,6 +40,7 @@ MAX_STAGED_CHUNKS = 16  # tiny PATCHes are merged beyond this, so a part never n
 PARTS_IN_FLIGHT = 3  # per PATCH: with 8 MiB parts, the one being received and 3 being sent (32 MiB)
 PART_THREADS = 8  # per process, shared by every PATCH
 PART_SLOTS = 8  # parts being sent (or waiting to be) per process, whatever the number of PATCHes: 64 MiB of 8 MiB
+IDLE_BUFFER_SECONDS = 5.0  # part buffers nobody took for this long are freed: an idle service gives them back
 
 Checkpoint = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -209,6 +212,45 @@ class _InFlight:
         self.future, self.number, self.end, self.consumed = future, number, end, consumed
 
 
+class _PartBuffers:
+    """Part-sized buffers to receive into, reused: a new one would cost a page fault per 4 KiB (malloc maps
+    buffers this large afresh each time, services/malloc.py). At most `keep` wait for reuse, and none once
+    nobody has taken or returned one for IDLE_BUFFER_SECONDS."""
+
+    def __init__(self, keep: int, idle_seconds: float = IDLE_BUFFER_SECONDS):
+        self.keep, self.idle_seconds = keep, idle_seconds
+        self.free: list[bytearray] = []
+        self.used = time.monotonic()
+        self.lock = threading.Lock()
+        self.trimmer: threading.Thread | None = None
+
+    def take(self, size: int) -> bytearray:
+        with self.lock:
+            self.used = time.monotonic()
+            for index, buffer in enumerate(self.free):
+                if len(buffer) == size:
+                    return self.free.pop(index)
+        return bytearray(size)
+
+    def give(self, buffer: bytearray) -> None:
+        with self.lock:
+            self.used = time.monotonic()
+            if len(self.free) < self.keep:
+                self.free.append(buffer)
+            if self.trimmer is None:
+                self.trimmer = threading.Thread(target=self._trim, name="upload-part-buffers", daemon=True)
+                self.trimmer.start()
+
+    def _trim(self) -> None:
+        while True:
+            time.sleep(self.idle_seconds)
+            with self.lock:
+                if time.monotonic() - self.used >= self.idle_seconds:
+                    self.free.clear()
+                    self.trimmer = None
+                    return
+
+
 class MultipartAssembler(Assembler):
     """S3: parts of `part_size` bytes, with the remainder staged as small objects until a part is full."""
 
@@ -216,7 +258,8 @@ class MultipartAssembler(Assembler):
         super().__init__(store)
         self.part_size, self.in_flight = part_size, in_flight
         self.pool = ThreadPoolExecutor(max_workers=PART_THREADS, thread_name_prefix="upload-part")
-        self.slots = threading.BoundedSemaphore(PART_SLOTS)  # bounds the part copies the pool holds
+        self.slots = threading.BoundedSemaphore(PART_SLOTS)  # bounds the part buffers the pool holds
+        self.buffers = _PartBuffers(keep=PART_SLOTS)
 
     def write(self, upload, body, checkpoint):
         key = keys.original_key(upload["tenant_id"], upload["id"])
@@ -227,7 +270,7 @@ class MultipartAssembler(Assembler):
         window: deque[_InFlight] = deque()
         unclaimed = state.staged  # staged chunks no part in flight has taken yet (they lead the next part)
         received = state.offset
-        buffer = bytearray(part_size)
+        buffer = self.buffers.take(part_size)
         try:
             while True:
                 need = part_size - sum(size for _, size in unclaimed)
@@ -239,7 +282,8 @@ class MultipartAssembler(Assembler):
                 if copied == need:
                     state.multipart_id = state.multipart_id or self.store.create_multipart(key)
                     number = len(state.parts) + len(window) + 1
-                    future = self._send(key, state.multipart_id, number, unclaimed, view)
+                    future = self._send(key, state.multipart_id, number, unclaimed, buffer, view)
+                    buffer = self.buffers.take(part_size)  # the part keeps the one it was received into
                     window.append(_InFlight(future, number, received, unclaimed))
                     unclaimed = []
                     self._settle(window, state, part_size, checkpoint, keep=self.in_flight)
@@ -260,18 +304,26 @@ class MultipartAssembler(Assembler):
         except BaseException:
             self._abandon(window, state, part_size, checkpoint)
             raise
+        finally:
+            self.buffers.give(buffer)
         return state.changes()
 
-    def _send(self, key: str, multipart_id: str, number: int, staged: list, view: memoryview) -> Future:
-        """Uploads part `number` in the pool. A copy (the buffer takes the next part meanwhile), made once one of
-        the process's PART_SLOTS is free: a free slot is a part that finished, so this wait always ends."""
+    def _send(self, key: str, multipart_id: str, number: int, staged: list, buffer: bytearray,
+              view: memoryview) -> Future:
+        """Uploads part `number` (`view`, in `buffer`) in the pool, once one of the process's PART_SLOTS is free:
+        a free slot is a part that finished, so this wait always ends. The buffer is reused once it is sent."""
         self.slots.acquire()
         try:
-            future = self.pool.submit(self._upload_part, key, multipart_id, number, staged, bytes(view))
+            future = self.pool.submit(self._upload_part, key, multipart_id, number, staged, view)
         except BaseException:
             self.slots.release()
             raise
-        future.add_done_callback(lambda _done: self.slots.release())
+
+        def done(_future: Future) -> None:
+            self.slots.release()
+            self.buffers.give(buffer)
+
+        future.add_done_callback(done)
         return future
 
     def _settle(self, window: deque[_InFlight], state: _Progress, part_size: int, checkpoint: Checkpoint, *,
@@ -306,7 +358,7 @@ class MultipartAssembler(Assembler):
         self.store.put(merged_key, body)
         return [[merged_key, len(body)]]
 
-    def _joined(self, staged: list, tail: bytes) -> bytes:
+    def _joined(self, staged: list, tail: bytes | memoryview) -> bytes | memoryview:
         """The staged chunks' bytes, then `tail` (at most a part: bounded)."""
         if not staged:
             return tail
@@ -318,7 +370,7 @@ class MultipartAssembler(Assembler):
         pieces.append(tail)
         return b"".join(pieces)
 
-    def _upload_part(self, key: str, multipart_id: str, number: int, staged: list, tail: bytes) -> str:
+    def _upload_part(self, key: str, multipart_id: str, number: int, staged: list, tail: bytes | memoryview) -> str:
         return self.store.upload_part(key, multipart_id, number, self._joined(staged, tail))
 
     def finish(self, upload):

@@ -53,6 +53,11 @@ class Body:
 
     def __init__(self, source: Source, limit: int, check: Callable[[], None], count: Callable[[int], None]):
         self.source, self.left, self.check, self.count = source, limit, check, count
+        self.head, self.head_wanted = bytearray(), 0
+
+    def keep_head(self, n: int) -> None:
+        """Keep a copy of the first `n` bytes read, in `head`."""
+        self.head_wanted = n
 
     def readinto(self, buffer) -> int:
         """Up to len(buffer) bytes into `buffer`; 0 at the end of the body."""
@@ -66,6 +71,8 @@ class Body:
             raise Interrupted() from None
         self.left -= n
         self.count(n)
+        if len(self.head) < self.head_wanted:
+            self.head += view[:min(n, self.head_wanted - len(self.head))]
         return n
 
     def fill(self, buffer) -> tuple[int, bool]:

@@ -12,6 +12,7 @@ from services.errors import ApiError
 from services.local_files import available_locally
 from services.media import SNIFF_BYTES, MediaError, probe, sniff
 from services.videos import record_and_publish
+from upload_service import first_bytes
 from upload_service.assembly import Assembler
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,10 @@ def complete_upload(deps: Dependencies, assembler: Assembler, upload: dict[str, 
         info = assembler.finish(upload)
         if info.size != upload["length"]:
             raise MediaError(f"Received {info.size} bytes but {upload['length']} were announced.")
-        sniff(deps.objects.read(key, 0, SNIFF_BYTES - 1) if info.size else b"")
+        first = first_bytes.stored(upload, info.size)
+        if first is None:  # the record lost them in a crash: read them back
+            first = deps.objects.read(key, 0, SNIFF_BYTES - 1) if info.size else b""
+        sniff(first)
         with available_locally(deps.objects, key) as source:
             media = probe(source)
     except MediaError as error:

@@ -15,6 +15,7 @@ from services.bootstrap import Dependencies
 from services.errors import ApiError
 from services.metrics import per_registry
 from services.videos import DEFAULT_VISIBILITY, VISIBILITIES, new_video, publish_deleted, record_and_publish
+from upload_service import first_bytes
 from upload_service.assembly import CHUNK, Assembler
 from upload_service.body import Body, Interrupted, source_for
 from upload_service.completion import complete_upload
@@ -231,7 +232,10 @@ def _append(upload: dict[str, Any], offset: int, checksum) -> dict[str, Any]:
         if checksum is not None:
             body = _verified(body, checksum, spool)
         if upload["state"] == "receiving" and remaining > 0:
+            body.keep_head(first_bytes.wanted(offset))
             changes = assembler().write(lease.upload, body, lease.checkpoint)
+            if first_bytes.wanted(offset):
+                changes["head"] = first_bytes.extended(lease.upload, offset, bytes(body.head), changes["offset"])
         else:
             changes = {}
         overlong = declared is None and _more_body()
