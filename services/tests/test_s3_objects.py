@@ -196,6 +196,8 @@ def test_a_retried_part_is_sent_whole_again():
     received = []
 
     class FlakyS3(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # answers botocore's Expect: 100-continue
+
         def do_PUT(self):  # noqa: N802 - http.server's naming
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((body, self.headers))

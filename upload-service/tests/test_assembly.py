@@ -66,11 +66,11 @@ def test_a_second_patch_reuses_the_buffers_of_the_first(tmp_path):
     upload = record()
     data = os.urandom(PART * 8)
     first = assembler.write(upload, body_of(data[:PART * 4]), lambda change: {**upload, **change})
-    kept = {id(buffer) for buffer in assembler.buffers.free}
-    assert kept and all(len(buffer) == PART for buffer in assembler.buffers.free)
+    made = assembler.buffers.made
+    assert 1 < made <= 5 and len(assembler.buffers.free) == made  # all back once the PATCH is answered
     upload.update(first)
     upload.update(assembler.write(upload, body_of(data[PART * 4:]), lambda change: {**upload, **change}))
-    assert kept & {id(buffer) for buffer in assembler.buffers.free}  # the same buffers, not new ones
+    assert assembler.buffers.made == made  # the same buffers again, not new ones
     assembler.finish(upload)
     assert store.read(keys.original_key(upload["tenant_id"], upload["id"])) == data
 
@@ -78,13 +78,27 @@ def test_a_second_patch_reuses_the_buffers_of_the_first(tmp_path):
 def test_part_buffers_are_reused_by_size_up_to_a_bound():
     buffers = _PartBuffers(keep=2, idle_seconds=60)
     a, b, c = buffers.take(10), buffers.take(10), buffers.take(10)
-    assert len(a) == len(b) == len(c) == 10 and a is not b
+    assert len(a) == len(b) == len(c) == 10 and a is not b and buffers.made == 3
     for buffer in (a, b, c):
         buffers.give(buffer)
-    assert len(buffers.free) == 2  # the third is let go
-    assert buffers.take(20) not in (a, b) and len(buffers.take(20)) == 20  # another size: a new buffer
+    assert [id(kept) for kept in buffers.free] == [id(a), id(b)]  # the third is let go
+    other = buffers.take(20)
+    assert len(other) == 20 and all(other is not kept for kept in (a, b)) and buffers.made == 4  # another size
     again = buffers.take(10)
-    assert again is a or again is b
+    assert (again is a or again is b) and buffers.made == 4
+
+
+def test_buffers_of_a_new_part_size_take_the_place_of_old_ones():
+    buffers = _PartBuffers(keep=2, idle_seconds=60)
+    old = [buffers.take(10), buffers.take(10)]
+    for buffer in old:
+        buffers.give(buffer)
+    new = [buffers.take(20), buffers.take(20)]
+    for buffer in new:
+        buffers.give(buffer)
+    assert [id(kept) for kept in buffers.free] == [id(buffer) for buffer in new]
+    buffers.give(bytearray(20))  # full of the current size: let go
+    assert [id(kept) for kept in buffers.free] == [id(buffer) for buffer in new]
 
 
 def test_idle_part_buffers_are_freed():

@@ -220,6 +220,7 @@ class _PartBuffers:
     def __init__(self, keep: int, idle_seconds: float = IDLE_BUFFER_SECONDS):
         self.keep, self.idle_seconds = keep, idle_seconds
         self.free: list[bytearray] = []
+        self.made = 0  # buffers allocated so far
         self.used = time.monotonic()
         self.lock = threading.Lock()
         self.trimmer: threading.Thread | None = None
@@ -230,16 +231,27 @@ class _PartBuffers:
             for index, buffer in enumerate(self.free):
                 if len(buffer) == size:
                     return self.free.pop(index)
+            self.made += 1
         return bytearray(size)
 
     def give(self, buffer: bytearray) -> None:
         with self.lock:
             self.used = time.monotonic()
-            if len(self.free) < self.keep:
-                self.free.append(buffer)
+            if len(self.free) >= self.keep:
+                # Full: a buffer of another size goes first (the part size changed), else this one is let go.
+                other = next((i for i, kept in enumerate(self.free) if len(kept) != len(buffer)), None)
+                if other is None:
+                    return
+                del self.free[other]
+            self.free.append(buffer)
             if self.trimmer is None:
-                self.trimmer = threading.Thread(target=self._trim, name="upload-part-buffers", daemon=True)
-                self.trimmer.start()
+                trimmer = threading.Thread(target=self._trim, name="upload-part-buffers", daemon=True)
+                try:
+                    trimmer.start()
+                except RuntimeError:  # no thread to be had: keep nothing rather than keep it for ever
+                    self.free.clear()
+                    return
+                self.trimmer = trimmer
 
     def _trim(self) -> None:
         while True:
@@ -282,8 +294,13 @@ class MultipartAssembler(Assembler):
                 if copied == need:
                     state.multipart_id = state.multipart_id or self.store.create_multipart(key)
                     number = len(state.parts) + len(window) + 1
-                    future = self._send(key, state.multipart_id, number, unclaimed, buffer, view)
-                    buffer = self.buffers.take(part_size)  # the part keeps the one it was received into
+                    following = self.buffers.take(part_size)  # the part keeps the one it was received into
+                    try:
+                        future = self._send(key, state.multipart_id, number, unclaimed, buffer, view)
+                    except BaseException:
+                        self.buffers.give(following)
+                        raise
+                    buffer = following
                     window.append(_InFlight(future, number, received, unclaimed))
                     unclaimed = []
                     self._settle(window, state, part_size, checkpoint, keep=self.in_flight)
