@@ -83,6 +83,9 @@ class TcpProxy:
         for sock in doomed:
             try:  # a pump thread may have closed it a moment ago
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST
+                # close() alone leaves a connection open while a pump thread is blocked in recv() on it (Linux):
+                # the client then waits out its read timeout (60 s) and never sees the outage
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
@@ -320,7 +323,9 @@ def test_s3_outage_mid_transcode(tmp_path, moto, proxy):
     try:
         account = register_account(server.url)
         token = account["token"]
-        clip = make_clip(tmp_path / "long.mp4", soak(8, 30), size=soak("426x240", "640x360"))
+        # Long enough that the job is still running when the test sees its progress and cuts S3 (an 8 s clip was
+        # transcoded in about 1 s, sometimes before the cut)
+        clip = make_clip(tmp_path / "long.mp4", soak(24, 30), size=soak("426x240", "640x360"))
 
         # 1. A short outage mid-job: retried, then ready and complete.
         video_id = tus_upload(server.url, token, clip, "Cut mid-transcode")
