@@ -595,6 +595,21 @@ def _stream_paths() -> dict[str, dict]:
     }
 
 
+def _with_refusals(paths: dict[str, dict]) -> dict[str, dict]:
+    """Every operation may meet the server's own refusals, given before any handler sees the request."""
+    for operations in paths.values():
+        for method, op in operations.items():
+            if method == "head":  # the status tells; HEAD responses are documented without a body
+                refusals = {"414": {"description": "`uri_too_long`: the request line is too long"},
+                            "431": {"description": "`request_header_fields_too_large`: too many or too large headers"}}
+            else:
+                refusals = {"414": _error("`uri_too_long`: the request line is too long"),
+                            "431": _error("`request_header_fields_too_large`: too many or too large headers")}
+            for status, response in refusals.items():
+                op["responses"].setdefault(status, response)
+    return paths
+
+
 @cache
 def spec() -> dict[str, Any]:
     return {
@@ -611,7 +626,7 @@ def spec() -> dict[str, Any]:
                  {"name": "stream", "description": "Watching: ranges per RFC 9110, HLS, images; playback tokens"},
                  {"name": "webhooks", "description": "Signed event notifications to your servers (admin only)"},
                  {"name": "operations"}],
-        "paths": _paths(),
+        "paths": _with_refusals(_paths()),
         "components": {
             "schemas": SCHEMAS,
             "parameters": PARAMETERS,
