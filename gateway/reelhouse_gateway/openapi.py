@@ -597,16 +597,14 @@ def _stream_paths() -> dict[str, dict]:
 
 def _with_refusals(paths: dict[str, dict]) -> dict[str, dict]:
     """Every operation may meet the server's own refusals, given before any handler sees the request."""
+    refusals = {"414": "`uri_too_long`: the request line is too long",
+                "431": "`request_header_fields_too_large`: too many or too large headers"}
     for operations in paths.values():
         for method, op in operations.items():
-            if method == "head":  # the status tells; HEAD responses are documented without a body
-                refusals = {"414": {"description": "`uri_too_long`: the request line is too long"},
-                            "431": {"description": "`request_header_fields_too_large`: too many or too large headers"}}
-            else:
-                refusals = {"414": _error("`uri_too_long`: the request line is too long"),
-                            "431": _error("`request_header_fields_too_large`: too many or too large headers")}
-            for status, response in refusals.items():
-                op["responses"].setdefault(status, response)
+            for status, description in refusals.items():
+                # HEAD responses are documented without a body: the status tells
+                op["responses"].setdefault(status, {"description": description} if method == "head"
+                                           else _error(description))
     return paths
 
 

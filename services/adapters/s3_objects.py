@@ -144,8 +144,9 @@ class _PartBody(io.RawIOBase):
         return chunk
 
     def readinto(self, buffer) -> int:
-        chunk = self.read(len(memoryview(buffer).cast("B")))
-        memoryview(buffer).cast("B")[:len(chunk)] = chunk
+        target = memoryview(buffer).cast("B")
+        chunk = self.read(len(target))
+        target[:len(chunk)] = chunk
         return len(chunk)
 
 
@@ -409,10 +410,8 @@ class S3ObjectStore(ObjectStore, MultipartUploads):
         self._check_upload(key, upload_id, cached=True)
         # A part is one request with a known length: botocore needs the bytes (or a seekable file) to sign and
         # to retry it. Parts are bounded (the caller picks their size), so holding one in memory is fine.
-        if isinstance(data, bytes | bytearray | memoryview):
-            body = _PartBody(data)  # the caller's buffer itself, for the length of this call
-        else:
-            body = _PartBody(_FullReads(data).read())
+        # A buffer is read in place (the caller's own, for the length of this call).
+        body = _PartBody(data if isinstance(data, bytes | bytearray | memoryview) else _FullReads(data).read())
         try:
             response = self.client.upload_part(
                 Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=part_number, Body=body,

@@ -6,7 +6,7 @@ once enough have arrived. Part n always covers bytes [(n-1)·P, n·P), so a part
 same content and simply replaces the first copy. Up to PARTS_IN_FLIGHT parts of a PATCH are sent at once while
 the next one is received; the record names them strictly in order, each once it (and every part before it) is
 stored, so its `parts` are always a contiguous prefix. A part is sent from the buffer it was received into, and
-buffers are reused (_PartBuffers): no byte is copied on its way from the client's socket to the store's.
+buffers are reused (_PartBuffers): the service makes no copy of a part's bytes of its own.
 
 The local file is made durable (fsync) in a helper thread while the next bytes arrive; the record's offset never
 runs ahead of the bytes on disk.

@@ -22,8 +22,6 @@ def extended(upload: dict[str, Any], offset: int, captured: bytes, stored_to: in
     """The record's new `head` after a PATCH that read `captured` from `offset` and stored everything up to
     `stored_to`; None when the record's head does not reach `offset` (an earlier PATCH's head was lost in a
     crash): completion then reads the bytes back."""
-    if upload.get("head") is None and offset:
-        return None
     known = _known(upload)
     if len(known) != min(offset, SNIFF_BYTES):
         return None
@@ -33,7 +31,5 @@ def extended(upload: dict[str, Any], offset: int, captured: bytes, stored_to: in
 
 def stored(upload: dict[str, Any], size: int) -> bytes | None:
     """The upload's first bytes as received, or None when the record does not hold all of them."""
-    if upload.get("head") is None:
-        return None
     known = _known(upload)
     return known if len(known) == min(size, SNIFF_BYTES) else None
